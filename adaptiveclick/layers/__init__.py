@@ -1,0 +1,1 @@
+"""Neural-network layers of adaptiveclick (the multi-scale deformable attention operator)."""
