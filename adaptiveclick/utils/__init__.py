@@ -1,0 +1,1 @@
+"""Utilities: run metadata for results files, checkpoint conversion, visualisation helpers."""

@@ -1,0 +1,55 @@
+"""Metadata written beside every benchmark and evaluation result so numbers can be compared side by side."""
+
+import datetime
+import os
+import platform
+import subprocess
+
+__all__ = ["run_info", "git_revision", "device_name"]
+
+
+def git_revision(path=None):
+    """``<sha>[-dirty]`` of the checkout containing ``path`` (this package by default), or None."""
+    path = path or os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def device_name(device):
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def run_info(device="cpu"):
+    """Device, library versions, git revision and time, as a JSON-serialisable dict."""
+    import numpy
+    import torch
+
+    info = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_revision": git_revision(),
+        "device": device_name(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import detectron2
+
+        info["detectron2"] = detectron2.__version__
+    except ImportError:
+        info["detectron2"] = None
+    return info

@@ -1,0 +1,279 @@
+"""Tests of the multi-scale deformable attention op: the reference against a brute-force loop, the C++ kernel
+(and the CUDA kernel where a GPU exists) against the reference, fp64 gradchecks, dispatch and input errors."""
+
+import math
+
+import pytest
+import torch
+
+from adaptiveclick.layers.ms_deform_attn import (ENV_VAR, MSDeformAttn, extension_status, ms_deform_attn,
+                                                 ms_deform_attn_pytorch, resolve_impl)
+from adaptiveclick.layers.ms_deform_attn import function as msda_function
+
+HAS_EXT = extension_status()["built"]
+needs_ext = pytest.mark.skipif(not HAS_EXT, reason="adaptiveclick._C is not built")
+
+
+def make_problem(shapes, n=2, lq=5, m=3, d=4, p=2, dtype=torch.float64, device="cpu", spread=(-0.3, 1.3),
+                 seed=0):
+    """Random inputs; locations drawn from ``spread`` so that some fall outside the map."""
+    g = torch.Generator().manual_seed(seed)
+    spatial_shapes = torch.tensor(shapes, dtype=torch.long)
+    areas = spatial_shapes.prod(1)
+    level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    s, num_levels = int(areas.sum()), len(shapes)
+    value = torch.randn(n, s, m, d, generator=g, dtype=dtype)
+    lo, hi = spread
+    loc = torch.rand(n, lq, m, num_levels, p, 2, generator=g, dtype=dtype) * (hi - lo) + lo
+    weights = torch.rand(n, lq, m, num_levels, p, generator=g, dtype=dtype)
+    to = dict(device=device)
+    return (value.to(**to), spatial_shapes.to(**to), level_start_index.to(**to), loc.to(**to), weights.to(**to))
+
+
+def brute_force(value, spatial_shapes, level_start_index, loc, weights):
+    """Explicit loops over every query/head/level/point with hand-written bilinear interpolation."""
+    n, _, m, d = value.shape
+    _, lq, _, num_levels, num_points, _ = loc.shape
+    out = torch.zeros(n, lq, m, d, dtype=torch.float64)
+    for b in range(n):
+        for q in range(lq):
+            for h in range(m):
+                for lvl in range(num_levels):
+                    hh, ww = spatial_shapes[lvl].tolist()
+                    start = int(level_start_index[lvl])
+                    for k in range(num_points):
+                        x = float(loc[b, q, h, lvl, k, 0]) * ww - 0.5
+                        y = float(loc[b, q, h, lvl, k, 1]) * hh - 0.5
+                        x0, y0 = math.floor(x), math.floor(y)
+                        for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                            for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                                if 0 <= xx < ww and 0 <= yy < hh:
+                                    v = value[b, start + yy * ww + xx, h].double()
+                                    out[b, q, h] += float(weights[b, q, h, lvl, k]) * wx * wy * v
+    return out.view(n, lq, m * d)
+
+
+SHAPE_SETS = [
+    [(4, 5), (2, 3), (1, 1)],  # H != W and a 1x1 level
+    [(3, 3)],
+    [(1, 1), (6, 2)],
+    [(7, 4), (4, 7), (2, 2), (1, 3)],
+]
+
+
+@pytest.mark.parametrize("shapes", SHAPE_SETS)
+def test_reference_matches_brute_force(shapes):
+    args = make_problem(shapes, n=1, lq=3, m=2, d=3, p=2)
+    torch.testing.assert_close(ms_deform_attn_pytorch(*args), brute_force(*args), rtol=1e-12, atol=1e-12)
+
+
+def test_hand_computed_values():
+    # One 2x2 map, one head, D = 1, values [[1, 2], [3, 4]].
+    value = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64).view(1, 4, 1, 1)
+    shapes = torch.tensor([[2, 2]])
+    starts = torch.tensor([0])
+    # pixel centres are at 0.25 and 0.75; the map centre (0.5, 0.5) averages all four; (0.25, 0.75) is
+    # exactly pixel (row 1, col 0) = 3; (1.0, 0.25) is x = 1.5: half of pixel (0, 1) and half zero padding.
+    # (-0.25, 0.5) is x = -1: fully outside.
+    loc = torch.tensor([[0.5, 0.5], [0.25, 0.75], [1.0, 0.25], [-0.25, 0.5]], dtype=torch.float64)
+    loc = loc.view(1, 4, 1, 1, 1, 2)
+    weights = torch.full((1, 4, 1, 1, 1), 2.0, dtype=torch.float64)
+    expected = torch.tensor([2.5, 3.0, 1.0, 0.0], dtype=torch.float64).view(1, 4, 1) * 2
+    impls = ["pytorch"] + (["cpu"] if HAS_EXT else [])
+    for impl in impls:
+        out = ms_deform_attn(value, shapes, starts, loc, weights, impl=impl)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12, msg=impl)
+
+
+def _forward_backward(args, impl, seed=1):
+    value, shapes, starts, loc, weights = [a.clone() for a in args]
+    for t in (value, loc, weights):
+        t.requires_grad_(True)
+    out = ms_deform_attn(value, shapes, starts, loc, weights, impl=impl)
+    g = torch.Generator().manual_seed(seed)
+    upstream = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out)
+    grads = torch.autograd.grad(out, (value, loc, weights), upstream)
+    return (out,) + grads
+
+
+@needs_ext
+@pytest.mark.parametrize("shapes", SHAPE_SETS)
+@pytest.mark.parametrize("d", [1, 4, 33])
+def test_cpu_kernel_matches_reference(shapes, d):
+    args = make_problem(shapes, d=d, seed=d)
+    ours = _forward_backward(args, "cpu")
+    ref = _forward_backward(args, "pytorch")
+    for name, a, b in zip(("output", "grad_value", "grad_loc", "grad_weights"), ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@needs_ext
+def test_cpu_kernel_gradcheck_fp64():
+    value, shapes, starts, loc, weights = make_problem([(3, 4), (1, 1), (2, 3)], n=1, lq=3, m=2, d=3, p=2, seed=3)
+    inputs = tuple(t.requires_grad_(True) for t in (value, loc, weights))
+    assert torch.autograd.gradcheck(lambda v, l, w: ms_deform_attn(v, shapes, starts, l, w, impl="cpu"), inputs)
+
+
+@needs_ext
+def test_locations_on_pixel_borders_and_outside():
+    # Locations exactly on pixel edges (multiples of 1 / W) and outside the map: the kernel agrees with
+    # grid_sample's zero padding, including the values on the boundary lines x = 0 and x = 1.
+    shapes = [(4, 4), (2, 5)]
+    value, ss, st, _, weights = make_problem(shapes, n=1, lq=6, m=2, d=3, p=3)
+    grid = torch.tensor([0.0, 0.25, 0.5, 1.0, -0.5, 1.75], dtype=torch.float64)
+    loc = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)  # 36 points
+    loc = loc.repeat(2, 1).reshape(1, 6, 2, 2, 3, 2)
+    a = ms_deform_attn(value, ss, st, loc, weights, impl="cpu")
+    b = ms_deform_attn(value, ss, st, loc, weights, impl="pytorch")
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    far = torch.full_like(loc, 5.0)
+    assert ms_deform_attn(value, ss, st, far, weights, impl="cpu").abs().max() == 0
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_cpu_kernel_low_precision(dtype, tol):
+    args = make_problem([(5, 6), (3, 2), (1, 1)], d=8, spread=(0.0, 1.0), seed=7)
+    ref = ms_deform_attn_pytorch(*args)
+    low = [a.to(dtype) if a.dtype.is_floating_point else a for a in args]
+    out = ms_deform_attn(*low, impl="cpu")
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * 4)
+    # gradients exist, are finite and of the input dtype
+    value, ss, st, loc, w = [a.requires_grad_(True) if a.dtype.is_floating_point else a for a in low]
+    ms_deform_attn(value, ss, st, loc, w, impl="cpu").float().square().sum().backward()
+    for t in (value, loc, w):
+        assert t.grad.dtype == dtype and torch.isfinite(t.grad.float()).all()
+
+
+@needs_ext
+def test_empty_query_set():
+    value, ss, st, loc, w = make_problem([(2, 2)], lq=0)
+    out = ms_deform_attn(value.requires_grad_(True), ss, st, loc, w, impl="cpu")
+    assert out.shape == (2, 0, value.shape[2] * value.shape[3])
+    out.sum().backward()
+    assert value.grad.abs().sum() == 0
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def test_dispatch_env_var_and_errors(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "pytorch")
+    assert resolve_impl(None, "cpu") == "pytorch"
+    assert resolve_impl("cpu" if HAS_EXT else "pytorch", "cpu") == ("cpu" if HAS_EXT else "pytorch")
+    monkeypatch.setenv(ENV_VAR, "tpu")
+    with pytest.raises(ValueError, match="tpu"):
+        resolve_impl(None, "cpu")
+    monkeypatch.delenv(ENV_VAR)
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
+        resolve_impl("cuda", "cpu")
+    assert resolve_impl(None, "cpu") == ("cpu" if HAS_EXT else "pytorch")
+
+
+def test_dispatch_without_extension(monkeypatch):
+    monkeypatch.setattr(msda_function, "_EXT", (None, "adaptiveclick._C could not be imported (test)"))
+    assert resolve_impl(None, "cpu") == "pytorch"
+    with pytest.raises(RuntimeError, match="could not be imported"):
+        resolve_impl("cpu", "cpu")
+    args = make_problem([(2, 3)])
+    torch.testing.assert_close(ms_deform_attn(*args), ms_deform_attn_pytorch(*args))
+
+
+# ---------------------------------------------------------------- input errors
+
+
+def test_bad_inputs_raise_clear_errors():
+    value, ss, st, loc, w = make_problem([(4, 5), (2, 3)])
+    with pytest.raises(ValueError, match="value must be"):
+        ms_deform_attn(value[0], ss, st, loc, w)
+    with pytest.raises(ValueError, match="sum to"):
+        ms_deform_attn(value[:, :-1], ss, st, loc, w)
+    with pytest.raises(TypeError, match="spatial_shapes must be an integer"):
+        ms_deform_attn(value, ss.double(), st, loc, w)
+    with pytest.raises(ValueError, match="must be positive"):
+        ms_deform_attn(value, torch.tensor([[0, 5], [2, 3]]), st, loc, w)
+    with pytest.raises(ValueError, match="level_start_index"):
+        ms_deform_attn(value, ss, torch.tensor([0, 19]), loc, w)
+    with pytest.raises(TypeError, match="share one dtype"):
+        ms_deform_attn(value, ss, st, loc.float(), w)
+    with pytest.raises(ValueError, match="attention_weights must have shape"):
+        ms_deform_attn(value, ss, st, loc, w[..., :1])
+    with pytest.raises(ValueError, match="levels"):
+        ms_deform_attn(value, ss[:1], st[:1], loc, w)
+    with pytest.raises(ValueError, match="is on meta"):
+        ms_deform_attn(value, ss, st, loc.to("meta"), w)
+
+
+# ---------------------------------------------------------------- the layer
+
+
+def test_module_init_follows_deformable_detr():
+    layer = MSDeformAttn(d_model=32, n_levels=2, n_heads=8, n_points=3)
+    bias = layer.sampling_offsets.bias.view(8, 2, 3, 2)
+    # head 0 looks along +x, head 1 along (1, 1) (45 degrees, scaled so max |component| = 1), head 2 along +y
+    torch.testing.assert_close(bias[0, 0, :, 0], torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(bias[1, 1, 2], torch.tensor([3.0, 3.0]))
+    torch.testing.assert_close(bias[2, 0, 1], torch.tensor([0.0, 2.0]), atol=1e-6, rtol=0)
+    assert layer.sampling_offsets.weight.abs().sum() == 0 and layer.attention_weights.weight.abs().sum() == 0
+
+
+def test_module_forward_backward_and_padding():
+    torch.manual_seed(0)
+    layer = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2, impl="pytorch")
+    ss = torch.tensor([[4, 3], [2, 2]])
+    st = torch.tensor([0, 12])
+    x = torch.randn(2, 16, 16)
+    q = torch.randn(2, 5, 16, requires_grad=True)
+    ref = torch.rand(2, 5, 2, 2)
+    out = layer(q, ref, x, ss, st)
+    assert out.shape == (2, 5, 16)
+    out.square().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    # a fully padded input behaves as zero values: only the output projection's bias remains
+    pad = torch.ones(2, 16, dtype=torch.bool)
+    out_pad = layer(q, ref, x, ss, st, input_padding_mask=pad)
+    torch.testing.assert_close(out_pad, layer.output_proj.bias.expand_as(out_pad))
+    if HAS_EXT:
+        layer.impl = "cpu"
+        torch.testing.assert_close(layer(q, ref, x, ss, st), out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="reference_points"):
+        layer(q, ref[:, :, :1], x, ss, st)
+
+
+# ---------------------------------------------------------------- CUDA (run on the GPU machine)
+
+
+@pytest.mark.cuda
+@needs_ext
+@pytest.mark.parametrize("d", [3, 32, 40])
+def test_cuda_kernel_matches_reference_fp64(d):
+    assert extension_status()["cuda"], "the CUDA kernel was not built"
+    args = make_problem(SHAPE_SETS[3], d=d, lq=37, seed=d, device="cuda")
+    ours = _forward_backward(args, "cuda")
+    ref = _forward_backward(args, "pytorch")
+    for name, a, b in zip(("output", "grad_value", "grad_loc", "grad_weights"), ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+@pytest.mark.cuda
+@needs_ext
+def test_cuda_kernel_gradcheck_fp64():
+    value, ss, st, loc, w = make_problem([(3, 4), (1, 1)], n=1, lq=3, m=2, d=3, p=2, seed=5, device="cuda")
+    inputs = tuple(t.requires_grad_(True) for t in (value, loc, w))
+    assert torch.autograd.gradcheck(lambda v, l, a: ms_deform_attn(v, ss, st, l, a, impl="cuda"), inputs)
+
+
+@pytest.mark.cuda
+@needs_ext
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+def test_cuda_kernel_low_precision(dtype, tol):
+    args = make_problem([(14, 14), (7, 7), (4, 4)], n=2, lq=50, m=8, d=32, p=4, spread=(0.0, 1.0), seed=11,
+                        device="cuda")
+    ref = _forward_backward(args, "pytorch")
+    low = [a.to(dtype) if a.dtype.is_floating_point else a for a in args]
+    ours = _forward_backward(low, "cuda")
+    for name, a, b in zip(("output", "grad_value", "grad_loc", "grad_weights"), ours, ref):
+        assert a.dtype == dtype, name
+        scale = b.abs().max().item() + 1e-6
+        assert (a.double() - b).abs().max().item() <= tol * 4 * scale, name
