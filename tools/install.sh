@@ -4,7 +4,7 @@
 #   bash tools/install.sh            # torch/torchvision, detectron2, dependencies, adaptiveclick + its extension
 #
 # Environment:
-#   PYTHON                      interpreter to install into (default: python3, else python)
+#   PYTHON                      interpreter to install into (default: python, else python3)
 #   ADAPTIVECLICK_TORCH_SPEC    torch/torchvision pair installed when none is usable
 #                               (default "torch==2.14.1 torchvision==0.29.2", a matched pair from the index)
 #   ADAPTIVECLICK_NO_EXT=1      skip the compiled extension (the pure-PyTorch op is used)
@@ -20,7 +20,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$(command -v python3 || command -v python)}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 PIP=("$PY" -m pip --disable-pip-version-check)
 TORCH_SPEC="${ADAPTIVECLICK_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.2}"
 D2_COMMIT="2dde706855d87baa9760fbcd0bdb6004a3937204"
@@ -115,7 +115,8 @@ fi
 # ---------------------------------------------------------------------------------------------- adaptiveclick
 # Rebuild only when this checkout is not the installed one, the extension does not load, or a C++/CUDA source
 # (or setup.py) is newer than the built library.
-UP_TO_DATE="$("$PY" - "$ROOT" <<'PYEOF'
+# (run from / so that the current folder does not shadow the installed package)
+UP_TO_DATE="$(cd / && "$PY" - "$ROOT" <<'PYEOF'
 import glob, os, sys
 root = os.path.realpath(sys.argv[1])
 try:
@@ -139,7 +140,7 @@ else
   say "installing adaptiveclick from $ROOT (compiling the extension: a few minutes on 2 cores)"
   (cd "$ROOT" && "${PIP[@]}" install --no-build-isolation -v -e . 2>&1 | grep -E '^\s*\[adaptiveclick setup\]|^Successfully|ERROR' || true)
 fi
-"$PY" - <<'PYEOF'
+(cd / && "$PY" - <<'PYEOF'
 from adaptiveclick.layers.ms_deform_attn import extension_status
 s = extension_status()
 if s["built"]:
@@ -147,4 +148,5 @@ if s["built"]:
 else:
     print(f"[install] WARNING: {s['error']}\n[install] the pure-PyTorch MSDeformAttn will be used")
 PYEOF
+)
 say "done in $(( $(date +%s) - T0 )) s"
