@@ -71,7 +71,8 @@ pyok "import torch, torchvision" || { say "ERROR: torch/torchvision still do not
 D2_CHECK="import detectron2, detectron2.config, detectron2.engine, detectron2.data, detectron2.evaluation, detectron2.checkpoint
 from detectron2.utils.visualizer import Visualizer"
 D2_DEPS=("Pillow>=7.1" matplotlib "pycocotools>=2.0.2" "termcolor>=1.1" "yacs>=0.1.8" tabulate cloudpickle
-         "tqdm>4.29.0" tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" black packaging fvcore iopath)
+         "tqdm>4.29.0" tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" black packaging fvcore iopath
+         opencv-python-headless)  # cv2 is imported by the Visualizer but missing from the wheel's metadata
 if pyok "$D2_CHECK"; then
   say "keeping detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)')"
 else
