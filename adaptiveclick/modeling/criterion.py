@@ -1,0 +1,120 @@
+"""Set criterion of AdaptiveClick (model.md §5.3): click (class) CE, mask loss (AFL by default) and dice.
+
+For every prediction (the final one and, with deep supervision, each auxiliary one) the matcher pairs
+queries with targets; then
+
+* ``loss_ce``: weighted cross-entropy over the class logits of all queries; matched queries take their
+  target's label, unmatched ones class 0.  ``class_weights_mode="official"`` puts the no-object weight on
+  index 1 (quirk 2: in this model index 1 is the object, so the object class is down-weighted);
+  ``"clean"`` puts it on index 0, the unmatched/background class.
+* ``loss_mask`` / ``loss_dice``: the injected ``mask_loss`` and ``dice_loss`` on the matched pairs, over the
+  full mask grid (official) or, with ``point_sampling``, on Mask2Former's importance-sampled points
+  (``num_points``, ``oversample_ratio``, ``importance_sample_ratio``; uncertainty = -|logit|).
+
+Both mask losses take (K, P) logits and targets and ``num_masks`` (number of targets in the batch averaged
+over processes, at least 1) and return a scalar.  Losses of auxiliary prediction j carry the suffix ``_j``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.projects.point_rend.point_features import (get_uncertain_point_coords_with_randomness,
+                                                           point_sample)
+from detectron2.utils import comm
+
+__all__ = ["SetCriterion", "CLASS_WEIGHT_MODES"]
+
+CLASS_WEIGHT_MODES = ("official", "clean")
+
+
+def _uncertainty(logits):
+    # Mask2Former: points whose logit is closest to 0 are the most uncertain
+    return -torch.abs(logits)
+
+
+class SetCriterion(nn.Module):
+    """Matching-based losses for the query predictions.
+
+    Args:
+        matcher: a :class:`~adaptiveclick.modeling.matcher.HungarianMatcher`.
+        mask_loss, dice_loss: callables ``(logits (K, P), targets (K, P), num_masks) -> scalar``.
+        num_classes: object classes (official 1; the class head has num_classes + 1 logits).
+        eos_coef: the no-object class weight (official 0.1).
+        class_weights_mode: "official" or "clean" (module docstring).
+        deep_supervision: also compute the losses of ``aux_outputs``.
+        point_sampling, num_points, oversample_ratio, importance_sample_ratio: Mask2Former point sampling
+            (off in the official code, whose 12544 / 3.0 / 0.75 settings are unused).
+    """
+
+    def __init__(self, matcher, mask_loss, dice_loss, num_classes=1, eos_coef=0.1, class_weights_mode="official",
+                 deep_supervision=True, point_sampling=False, num_points=12544, oversample_ratio=3.0,
+                 importance_sample_ratio=0.75):
+        super().__init__()
+        if class_weights_mode not in CLASS_WEIGHT_MODES:
+            raise ValueError(f"class_weights_mode must be one of {CLASS_WEIGHT_MODES}, got {class_weights_mode!r}")
+        self.matcher = matcher
+        self.mask_loss = mask_loss
+        self.dice_loss = dice_loss
+        self.num_classes = num_classes
+        weight = torch.ones(num_classes + 1)
+        weight[-1 if class_weights_mode == "official" else 0] = eos_coef
+        self.register_buffer("empty_weight", weight)
+        self.class_weights_mode = class_weights_mode
+        self.deep_supervision = deep_supervision
+        self.point_sampling = point_sampling
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+
+    def loss_labels(self, outputs, targets, indices):
+        logits = outputs["pred_logits"].float()  # (B, Q, C+1)
+        classes = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
+        for b, (src, tgt) in enumerate(indices):
+            if src.numel():
+                classes[b, src.to(logits.device)] = targets[b]["labels"][tgt.to(logits.device)]
+        return F.cross_entropy(logits.transpose(1, 2), classes, self.empty_weight.to(logits.dtype))
+
+    def _matched_pairs(self, outputs, targets, indices):
+        masks = outputs["pred_masks"]
+        device = masks.device
+        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
+        src_idx = torch.cat([src for src, _ in indices]).to(device)
+        src = masks[batch_idx, src_idx]  # (K, h, w)
+        tgt = torch.cat([t["masks"][j.to(device)] for t, (_, j) in zip(targets, indices)]).to(src.dtype)
+        return src, tgt
+
+    def loss_masks(self, outputs, targets, indices, num_masks):
+        src, tgt = self._matched_pairs(outputs, targets, indices)
+        if src.shape[0] == 0:
+            zero = outputs["pred_masks"].sum() * 0.0  # keeps the graph connected
+            return zero, zero
+        src = src.float()
+        if self.point_sampling:
+            with torch.no_grad():
+                coords = get_uncertain_point_coords_with_randomness(
+                    src[:, None], _uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio)
+                labels = point_sample(tgt[:, None].float(), coords, align_corners=False)[:, 0]
+            logits = point_sample(src[:, None], coords, align_corners=False)[:, 0]
+        else:
+            logits, labels = src.flatten(1), tgt.float().flatten(1)
+        return self.mask_loss(logits, labels, num_masks), self.dice_loss(logits, labels, num_masks)
+
+    def _losses(self, outputs, targets, num_masks, suffix=""):
+        indices = self.matcher(outputs, targets)
+        loss_mask, loss_dice = self.loss_masks(outputs, targets, indices, num_masks)
+        return {f"loss_ce{suffix}": self.loss_labels(outputs, targets, indices),
+                f"loss_mask{suffix}": loss_mask, f"loss_dice{suffix}": loss_dice}
+
+    def forward(self, outputs, targets):
+        """outputs: decoder outputs; targets: B dicts {"labels", "masks"}. Returns the unweighted losses."""
+        device = outputs["pred_logits"].device
+        num_masks = torch.as_tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+        if comm.get_world_size() > 1:
+            torch.distributed.all_reduce(num_masks)
+        num_masks = torch.clamp(num_masks / comm.get_world_size(), min=1.0)
+        losses = self._losses(outputs, targets, num_masks)
+        if self.deep_supervision:
+            for j, aux in enumerate(outputs.get("aux_outputs", [])):
+                losses.update(self._losses(aux, targets, num_masks, suffix=f"_{j}"))
+        return losses

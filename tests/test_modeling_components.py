@@ -1,0 +1,370 @@
+"""Unit tests of the AdaptiveClick building blocks against hand-computed values and brute-force references."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adaptiveclick.clicks import encode_clicks
+from adaptiveclick.modeling.click_maps import check_clicks, click_disk_maps
+from adaptiveclick.modeling.criterion import SetCriterion
+from adaptiveclick.modeling.matcher import (HungarianMatcher, pairwise_afl_cost, pairwise_bce_cost,
+                                            pairwise_dice_cost, pairwise_focal_cost)
+from adaptiveclick.modeling.meta_arch import merge_query_logits
+from adaptiveclick.modeling.pixel_decoder.pmmd import encoder_reference_points
+from adaptiveclick.modeling.position_encoding import PositionEmbeddingSine
+from adaptiveclick.modeling.targets import build_targets
+from adaptiveclick.modeling.transformer_decoder.camd import (SDPAMultiheadAttention, clicks_aware_attention_mask,
+                                                             open_full_rows, pool_click_map)
+
+
+# ---------------------------------------------------------------- click maps
+
+def _dense_disks(clicks, size, radius):
+    """Brute force: every pixel against every click."""
+    h, w = size
+    rr, cc = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    out = np.zeros((len(clicks), 2, h, w), dtype=np.float32)
+    for b, rows in enumerate(clicks):
+        for y, x, pos in rows:
+            if y < 0 and x < 0:
+                continue
+            hit = (rr - y) ** 2 + (cc - x) ** 2 <= radius ** 2
+            out[b, 0 if pos == 1 else 1][hit] = 1
+    return out
+
+
+def test_click_disks_hand_example():
+    # radius 1 around (0, 0) on a 3x3 map covers (0,0), (0,1), (1,0); a negative click at (2, 2) likewise
+    maps = click_disk_maps(torch.tensor([[[0, 0, 1], [2, 2, 0], [-1, -1, -1]]]), (3, 3), radius=1)
+    assert maps.shape == (1, 2, 3, 3)
+    assert maps[0, 0].tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert maps[0, 1].tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 1]]
+
+
+@pytest.mark.parametrize("radius", [5.0, 2.5])
+def test_click_disks_match_brute_force_and_numpy_encoder(radius):
+    g = torch.Generator().manual_seed(0)
+    size = (23, 31)
+    clicks = torch.cat([torch.rand(3, 7, 1, generator=g) * 34 - 3,  # rows, some outside the map
+                        torch.rand(3, 7, 1, generator=g) * 40 - 4,
+                        (torch.rand(3, 7, 1, generator=g) > 0.5).float()], dim=-1)
+    clicks[0, :3] = torch.tensor([[4.0, 6.0, 1.0], [10.0, 10.0, 0.0], [-1.0, -1.0, -1.0]])  # integers + padding
+    clicks[1, 2] = torch.tensor([-2.0, 5.5, 1.0])  # one negative coordinate only: a click, not padding
+    got = click_disk_maps(clicks, size, radius).numpy()
+    np.testing.assert_array_equal(got, _dense_disks(clicks.double().numpy(), size, radius))
+    for b in range(3):  # the click-protocol package's NumPy encoder (written independently)
+        np.testing.assert_array_equal(got[b], encode_clicks(clicks[b].double().numpy(), size, radius=radius))
+
+
+def test_check_clicks_errors():
+    check_clicks(torch.tensor([[0, 0, 1], [9, 9, 0], [-1, -1, -1]]), (10, 10))
+    with pytest.raises(ValueError, match="outside the 10x10 image"):
+        check_clicks(torch.tensor([[10, 0, 1]]), (10, 10), name="clicks")
+    with pytest.raises(ValueError, match="outside"):
+        check_clicks(torch.tensor([[-1, 3, 1]]), (10, 10))
+    check_clicks(torch.tensor([[-1.5, 3.0, 1.0]]), (10, 10), outside="draw")
+    with pytest.raises(ValueError, match="NaN"):
+        check_clicks(torch.tensor([[float("nan"), 3.0, 1.0]]), (10, 10))
+    with pytest.raises(ValueError, match="is_positive"):
+        check_clicks(torch.tensor([[1, 1, 2]]), (10, 10))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        check_clicks(torch.zeros(4, 2), (10, 10))
+    with pytest.raises(TypeError):
+        check_clicks(np.zeros((1, 3)), (10, 10))
+
+
+# ---------------------------------------------------------------- targets
+
+def _gt_with_cell_values():
+    # 8x8 -> 2x2 bilinear (scale 4, align_corners=False): output cell (i, j) is the mean of input pixels
+    # rows 4i+1..4i+2, cols 4j+1..4j+2.  Set those to get cell values [[1, 0.5], [0.25, 0]].
+    gt = torch.zeros(8, 8)
+    gt[1:3, 1:3] = 1            # cell (0, 0): 4/4
+    gt[1:3, 5] = 1              # cell (0, 1): 2/4
+    gt[5, 1] = 1                # cell (1, 0): 1/4
+    gt[0, 7] = gt[7, 7] = 1     # pixels outside every sampled block change nothing
+    return gt
+
+
+def test_official_targets_hand_example():
+    (t,) = build_targets(_gt_with_cell_values()[None], (2, 2), "official")
+    # distinct values {0, .25, .5, 1} -> trunc [0, 0, 0, 1] -> first dropped -> labels [0, 0, 1]
+    assert t["labels"].tolist() == [0, 0, 1]
+    bg, fg = [[0, 1], [1, 1]], [[1, 0], [0, 0]]
+    assert t["masks"].tolist() == [bg, bg, fg]
+
+
+def test_official_targets_degenerate_cases():
+    empty, full = build_targets(torch.stack([torch.zeros(8, 8), torch.ones(8, 8)]), (2, 2), "official")
+    assert empty["labels"].numel() == 0 and empty["masks"].shape == (0, 2, 2)
+    assert full["labels"].numel() == 0
+    half = torch.zeros(8, 8)
+    half[1, 1:3] = 1  # cell (0, 0) = 0.5 only: background targets only
+    (t,) = build_targets(half[None], (2, 2), "official")
+    assert t["labels"].tolist() == [0]
+
+
+def test_clean_targets_hand_example():
+    gt = _gt_with_cell_values()
+    (t,) = build_targets(gt[None], (2, 2), "clean")
+    assert t["labels"].tolist() == [1]
+    assert t["masks"].tolist() == [[[1, 1], [0, 0]]]
+    (e,) = build_targets(torch.zeros(1, 8, 8), (2, 2), "clean")
+    assert e["labels"].numel() == 0
+    with pytest.raises(ValueError, match="target mode"):
+        build_targets(gt[None], (2, 2), "paper")
+
+
+# ---------------------------------------------------------------- matcher
+
+def _bce(x, y):
+    return max(x, 0) - x * y + math.log1p(math.exp(-abs(x)))
+
+
+def _afl_cost_loop(x, y, eps_t=0.5, g0=2.0, delta=0.4, alpha=1.0, eps=1e-12):
+    """model.md §5.2 written out pair by pair in plain Python."""
+    n_q, n_t, n_p = x.shape[0], y.shape[0], x.shape[1]
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    gam, bb, ee = np.zeros((n_q, n_t)), np.zeros((n_q, n_t)), np.zeros((n_q, n_t))
+    for n in range(n_q):
+        for m in range(n_t):
+            s_pos = sum(sig(x[n, i]) * y[m, i] for i in range(n_p))
+            s_neg = sum((1 - sig(x[n, i])) * (1 - y[m, i]) for i in range(n_p))
+            pbar = (s_pos + s_neg) / n_p
+            gam[n, m] = g0 + 1 - s_pos / (sum(y[m]) + eps)
+            bb[n, m] = (1 - pbar) ** gam[n, m]
+            ee[n, m] = sum(eps_t * y[m, i] * _bce(x[n, i], 1) + (1 - eps_t) * (1 - y[m, i]) * _bce(x[n, i], 0)
+                           for i in range(n_p))
+    out = np.zeros((n_q, n_t))
+    for n in range(n_q):
+        for m in range(n_t):
+            w = n_t / ((1 + delta * gam[n, m]) * bb[n].sum() + eps)
+            out[n, m] = w * bb[n, m] * ee[n, m] / n_p + eps_t * alpha * (bb[n, m] + 1)
+    return out
+
+
+def test_pairwise_costs_match_per_pair_loops():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 12, generator=g, dtype=torch.float64) * 2
+    y = (torch.rand(3, 12, generator=g) > 0.5).double()
+    xn, yn = x.numpy(), y.numpy()
+    np.testing.assert_allclose(pairwise_afl_cost(x, y).numpy(), _afl_cost_loop(xn, yn), rtol=1e-10)
+    p = 1 / (1 + np.exp(-xn))
+    dice = np.array([[1 - (2 * (p[n] * yn[m]).sum() + 1) / (p[n].sum() + yn[m].sum() + 1) for m in range(3)]
+                     for n in range(4)])
+    np.testing.assert_allclose(pairwise_dice_cost(x, y).numpy(), dice, rtol=1e-10)
+    bce = np.array([[np.mean([_bce(xn[n, i], yn[m, i]) for i in range(12)]) for m in range(3)] for n in range(4)])
+    np.testing.assert_allclose(pairwise_bce_cost(x, y).numpy(), bce, rtol=1e-10)
+    pt = lambda n, m: p[n] * yn[m] + (1 - p[n]) * (1 - yn[m])  # noqa: E731
+    at = lambda m: 0.25 * yn[m] + 0.75 * (1 - yn[m])  # noqa: E731
+    focal = np.array([[np.mean(at(m) * (1 - pt(n, m)) ** 2 * np.array([_bce(xn[n, i], yn[m, i]) for i in range(12)]))
+                       for m in range(3)] for n in range(4)])
+    np.testing.assert_allclose(pairwise_focal_cost(x, y).numpy(), focal, rtol=1e-10)
+
+
+def _brute_force_min_cost(cost):
+    q, m = cost.shape
+    if m <= q:
+        return min(sum(cost[r, c] for c, r in enumerate(rows)) for rows in itertools.permutations(range(q), m))
+    return min(sum(cost[r, c] for r, c in enumerate(cols)) for cols in itertools.permutations(range(m), q))
+
+
+@pytest.mark.parametrize("mask_type", ["afl", "bce", "focal"])
+@pytest.mark.parametrize("num_targets", [1, 3, 5])
+def test_matcher_equals_brute_force(mask_type, num_targets):
+    g = torch.Generator().manual_seed(10 * num_targets + len(mask_type))
+    q, b = 4, 2
+    outputs = {"pred_logits": torch.randn(b, q, 2, generator=g), "pred_masks": torch.randn(b, q, 5, 5, generator=g) * 3}
+    targets = [{"labels": torch.randint(0, 2, (num_targets,), generator=g),
+                "masks": (torch.rand(num_targets, 5, 5, generator=g) > 0.6).float()} for _ in range(b)]
+    matcher = HungarianMatcher(cost_mask_type=mask_type)
+    indices = matcher(outputs, targets)
+    for i, (rows, cols) in enumerate(indices):
+        assert len(rows) == len(cols) == min(q, num_targets)
+        assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
+        cost = matcher.cost_matrix(outputs["pred_logits"][i], outputs["pred_masks"][i], targets[i]["labels"],
+                                   targets[i]["masks"]).double().numpy()
+        assert cost[rows.numpy(), cols.numpy()].sum() == pytest.approx(_brute_force_min_cost(cost), rel=1e-6)
+        # the total cost is the weighted sum of the three documented terms
+        x, y = outputs["pred_masks"][i].flatten(1), targets[i]["masks"].flatten(1)
+        cls = -outputs["pred_logits"][i].softmax(-1)[:, targets[i]["labels"]]
+        mask = {"afl": pairwise_afl_cost, "bce": pairwise_bce_cost, "focal": pairwise_focal_cost}[mask_type](x, y)
+        np.testing.assert_allclose(cost, (2 * cls + 5 * mask + 5 * pairwise_dice_cost(x, y)).numpy(), rtol=1e-5)
+
+
+def test_matcher_no_targets_and_bad_logits():
+    outputs = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": torch.zeros(1, 3, 4, 4)}
+    (rows, cols), = HungarianMatcher()(outputs, [{"labels": torch.zeros(0, dtype=torch.long),
+                                                 "masks": torch.zeros(0, 4, 4)}])
+    assert rows.numel() == 0 and cols.numel() == 0
+    outputs["pred_masks"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN"):
+        HungarianMatcher()(outputs, [{"labels": torch.ones(1, dtype=torch.long), "masks": torch.ones(1, 4, 4)}])
+
+
+def test_matcher_point_sampling_shapes():
+    outputs = {"pred_logits": torch.randn(1, 3, 2), "pred_masks": torch.randn(1, 3, 8, 8)}
+    targets = [{"labels": torch.tensor([0, 1]), "masks": (torch.rand(2, 8, 8) > 0.5).float()}]
+    (rows, cols), = HungarianMatcher(num_points=20)(outputs, targets)
+    assert len(rows) == 2
+
+
+# ---------------------------------------------------------------- criterion
+
+class _RecordingLoss:
+    """Stand-in mask loss: mean |sigmoid(x) - y| per row, summed, / num_masks; records its inputs."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, logits, targets, num_masks):
+        self.calls.append((logits.detach().clone(), targets.clone(), float(num_masks)))
+        return (logits.sigmoid() - targets).abs().mean(-1).sum() / num_masks
+
+
+def _criterion_case():
+    logits = torch.tensor([[[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5]]], requires_grad=True)  # (1, 3, 2)
+    masks = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    targets = [{"labels": torch.tensor([1, 0]), "masks": (torch.rand(2, 4, 4) > 0.5).float()}]
+    return {"pred_logits": logits, "pred_masks": masks}, targets
+
+
+class _FixedMatcher:
+    def __init__(self, indices):
+        self.indices = indices
+
+    def __call__(self, outputs, targets):
+        return self.indices
+
+
+@pytest.mark.parametrize("mode,weights", [("official", [1.0, 0.1]), ("clean", [0.1, 1.0])])
+def test_criterion_class_loss_and_pairs(mode, weights):
+    outputs, targets = _criterion_case()
+    mask_loss, dice = _RecordingLoss(), _RecordingLoss()
+    # query 2 <- target 0 (label 1), query 0 <- target 1 (label 0); query 1 unmatched -> class 0
+    matcher = _FixedMatcher([(torch.tensor([2, 0]), torch.tensor([0, 1]))])
+    crit = SetCriterion(matcher, mask_loss, dice, eos_coef=0.1, class_weights_mode=mode, deep_supervision=False)
+    losses = crit(outputs, targets)
+    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice"}
+    classes = [0, 0, 1]
+    lg = outputs["pred_logits"][0].detach().double()
+    nll = [-(lg[q].log_softmax(-1)[c]).item() for q, c in enumerate(classes)]
+    wt = [weights[c] for c in classes]
+    assert losses["loss_ce"].item() == pytest.approx(sum(w * n for w, n in zip(wt, nll)) / sum(wt), rel=1e-6)
+    got_logits, got_targets, num_masks = mask_loss.calls[0]
+    assert num_masks == 2.0
+    torch.testing.assert_close(got_logits, outputs["pred_masks"][0, [2, 0]].detach().flatten(1))
+    torch.testing.assert_close(got_targets, targets[0]["masks"][[0, 1]].flatten(1))
+    (losses["loss_ce"] + losses["loss_mask"]).backward()
+    assert outputs["pred_masks"].grad[0, 1].abs().sum() == 0  # unmatched query: no mask gradient
+    assert outputs["pred_masks"].grad[0, 2].abs().sum() > 0
+
+
+def test_criterion_deep_supervision_points_and_empty():
+    outputs, targets = _criterion_case()
+    aux = [{"pred_logits": outputs["pred_logits"] * 0.5, "pred_masks": outputs["pred_masks"] * 2}] * 2
+    outputs["aux_outputs"] = aux
+    mask_loss = _RecordingLoss()
+    crit = SetCriterion(HungarianMatcher(), mask_loss, _RecordingLoss(), point_sampling=True, num_points=7,
+                        oversample_ratio=3.0, importance_sample_ratio=0.75)
+    losses = crit(outputs, targets)
+    assert set(losses) == {f"loss_{k}{s}" for k in ("ce", "mask", "dice") for s in ("", "_0", "_1")}
+    assert all(c[0].shape == (2, 7) for c in mask_loss.calls)
+    empty = [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 4, 4)}]
+    losses = SetCriterion(HungarianMatcher(), mask_loss, mask_loss, deep_supervision=False)(outputs, empty)
+    assert losses["loss_mask"].item() == 0 and losses["loss_mask"].requires_grad
+    assert torch.isfinite(losses["loss_ce"])
+
+
+# ---------------------------------------------------------------- CAAM
+
+def test_pool_click_map_hand_example():
+    click = torch.zeros(1, 16, 16)
+    click[0, 9, 13] = 1
+    # 16 -> 8: rows {4, 5}, cols {6, 7}; 8 -> 4: rows {2, 3}, col {3} (3x3 windows, stride 2, padding 1)
+    pooled = pool_click_map(click, (4, 4), input_width=16)
+    expected = torch.zeros(4, 4)
+    expected[2:4, 3] = 1
+    torch.testing.assert_close(pooled[0], expected)
+    # n = floor(log2(448 / 16)) = 4 poolings (448 -> 28) then a bilinear shrink to 16 (patch-14 levels): a
+    # radius-5 click at (105, 105) ends up below 0.5 everywhere (quirk 11); adaptive max-pooling keeps it
+    disk = click_disk_maps(torch.tensor([[[105, 105, 1]]]), (448, 448), 5)[:, 0]
+    official = pool_click_map(disk, (16, 16), 448)
+    assert official.shape == (1, 16, 16) and 0 < official.max() < 0.5
+    adaptive = pool_click_map(disk, (16, 16), 448, "adaptive_max")
+    assert adaptive.max() == 1 and adaptive.sum() == 1  # the disk lies inside one 28x28 cell ((105 +- 5) // 28 = 3)
+    with pytest.raises(ValueError, match="pooling"):
+        pool_click_map(disk, (16, 16), 448, "avg")
+
+
+def test_caam_mask_rule_hand_example():
+    mask_logits = torch.full((1, 3, 4, 4), -1.0)
+    mask_logits[0, 0, 0, 0] = 1.0  # query 0 predicts foreground at (0, 0) only
+    class_logits = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [-2.0, 3.0]]])  # object, background, object
+    pooled = torch.zeros(1, 4, 4)
+    pooled[0, 2:4, 3] = 1
+    blocked = clicks_aware_attention_mask(mask_logits, class_logits, (4, 4), pooled).view(3, 4, 4)
+    open0 = torch.ones(4, 4, dtype=torch.bool)
+    open0[0, 0] = open0[2, 3] = open0[3, 3] = False  # mask OR click (object query)
+    open2 = torch.ones(4, 4, dtype=torch.bool)
+    open2[2, 3] = open2[3, 3] = False  # click only
+    assert torch.equal(blocked[0], open0)
+    assert torch.equal(blocked[1], torch.ones(4, 4, dtype=torch.bool))  # class 0: plain mask rule, nothing open
+    assert torch.equal(blocked[2], open2)
+    # CAAM off: plain Mask2Former masking
+    plain = clicks_aware_attention_mask(mask_logits, class_logits, (4, 4), None).view(3, 4, 4)
+    assert plain[0].sum() == 15 and plain[2].all()
+    # a fully blocked row is opened entirely before the cross-attention
+    allowed = open_full_rows(blocked.view(1, 3, 16))
+    assert allowed[0, 1].all() and not allowed[0, 2].all() and allowed[0, 2].sum() == 2
+
+
+def test_sdpa_attention_equals_nn_multihead_attention_with_per_head_mask():
+    torch.manual_seed(0)
+    b, q, k, e, h = 2, 5, 7, 16, 4
+    ours = SDPAMultiheadAttention(e, h)
+    ref = torch.nn.MultiheadAttention(e, h)
+    ref.load_state_dict(ours.state_dict())  # same parameter names as the official checkpoints
+    query, key, value = torch.randn(b, q, e), torch.randn(b, k, e), torch.randn(b, k, e)
+    blocked = torch.rand(b, q, k) > 0.5
+    blocked[:, :, 0] = False
+    out = ours(query, key, value, ~blocked[:, None])
+    ref_mask = blocked[:, None].expand(b, h, q, k).reshape(b * h, q, k)  # Mask2Former layout, True = blocked
+    expected = ref(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), attn_mask=ref_mask)[0]
+    torch.testing.assert_close(out, expected.transpose(0, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_merge_query_logits():
+    cls = torch.tensor([[[0.0, 0.0], [0.0, 2.0]]])
+    masks = torch.tensor([[[[1.0, -1.0]], [[3.0, -2.0]]]])  # (1, 2, 1, 2)
+    s1 = 1 / (1 + math.exp(-2.0))
+    expected = torch.tensor([[[[0.5 * 1 + s1 * 3, 0.5 * -1 + s1 * -2]]]])
+    torch.testing.assert_close(merge_query_logits(cls, masks, "weighted_logits"), expected)
+    # best query: softmax(cls)[1] x mean sigmoid over sigmoid > 0.5: query 1 (0.88 x 0.95) beats query 0 (0.5 x 0.73)
+    torch.testing.assert_close(merge_query_logits(cls, masks, "best_query"), masks[:, 1:2])
+    with pytest.raises(ValueError, match="merge mode"):
+        merge_query_logits(cls, masks, "max")
+
+
+# ---------------------------------------------------------------- pixel decoder pieces
+
+def test_position_embedding_sine_hand_values():
+    pos = PositionEmbeddingSine(num_pos_feats=4)(torch.zeros(1, 1, 2, 3))
+    assert pos.shape == (1, 8, 2, 3)
+    y1 = 2 / (2 + 1e-6) * 2 * math.pi  # row index 1 (second row)
+    x0 = 1 / (3 + 1e-6) * 2 * math.pi  # column 0
+    # features per axis: sin(c), cos(c), sin(c / 100), cos(c / 100)  (T^(2 floor(k/2) / 4) with T = 1e4)
+    expected_y = [math.sin(y1), math.cos(y1), math.sin(y1 / 100), math.cos(y1 / 100)]
+    expected_x = [math.sin(x0), math.cos(x0), math.sin(x0 / 100), math.cos(x0 / 100)]
+    torch.testing.assert_close(pos[0, :, 1, 0], torch.tensor(expected_y + expected_x))
+
+
+def test_encoder_reference_points():
+    ref = encoder_reference_points([(1, 2), (2, 2)], 2, "cpu")
+    assert ref.shape == (1, 6, 2, 2)
+    expected = [[0.25, 0.5], [0.75, 0.5], [0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]  # (x, y)
+    torch.testing.assert_close(ref[0, :, 0], torch.tensor(expected))
+    torch.testing.assert_close(ref[0, :, 1], ref[0, :, 0])
