@@ -279,13 +279,75 @@ def _add_noc_config(cfg):
 
 
 def _add_datasets_config(cfg):
-    # Dataset roots and the synthetic dataset (adaptiveclick.data.datasets). Filled in by the datasets part.
-    pass
+    # Dataset roots and the synthetic dataset (adaptiveclick.data.datasets; expected trees in datasets/README.md).
+    # Importing adaptiveclick.data registers every built-in name with these defaults;
+    # adaptiveclick.data.datasets.register_datasets_from_config(cfg) re-registers them from a config.
+    # Folder holding every dataset's sub-folder (SBD/dataset, GrabCut, DAVIS, ...); "" = the environment
+    # variable ADAPTIVECLICK_DATASETS, else ./datasets.
+    cfg.DATASETS.ROOT = ""
+    # PascalVOC object labels: "grey" (official: palette colours converted to grey, void 220; instances with
+    # palette indices 1/16, 3/18, 6/21, 9/24 merge) or "index" (palette indices, void 255; protocol.md A.8).
+    cfg.DATASETS.PASCALVOC_LABELS = "grey"
+    # Built-in synthetic dataset "synthetic_train" / "synthetic_val" (procedural images, no download);
+    # register_synthetic_from_config(cfg) re-registers both with these values.
+    cfg.DATASETS.SYNTHETIC = CN()
+    cfg.DATASETS.SYNTHETIC.NUM_TRAIN = 2000
+    cfg.DATASETS.SYNTHETIC.NUM_VAL = 50
+    # Side of the square images in pixels (>= 32).
+    cfg.DATASETS.SYNTHETIC.IMAGE_SIZE = 256
+    # Generation seeds of the training and validation images; they must differ.
+    cfg.DATASETS.SYNTHETIC.SEED = 0
+    cfg.DATASETS.SYNTHETIC.VAL_SEED = 1
+    # Where generated images are cached (PNG + RLE JSON); "" = $ADAPTIVECLICK_CACHE, else ~/.cache/adaptiveclick.
+    cfg.DATASETS.SYNTHETIC.CACHE_DIR = ""
 
 
 def _add_trainer_config(cfg):
-    # Iterative-click training (adaptiveclick.engine, tools/train_net.py). Filled in by the trainer part.
-    pass
+    # Iterative-click training (adaptiveclick.engine, tools/train_net.py; model.md §6, protocol.md B.4/B.7).
+    # Defaults: the official recipe (models/iter_mask/adaptiveclick_*_itermask.py of lab206/AdaptiveClick):
+    # Adam, lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, fp32, no warm-up, no clipping; SBD at
+    # batch 32 = 265 iterations per epoch, 60 epochs, one x0.1 drop after epoch 40.
+    cfg.SOLVER.IMS_PER_BATCH = 32
+    cfg.SOLVER.BASE_LR = 5e-5
+    cfg.SOLVER.MAX_ITER = 15900
+    # detectron2's WarmupMultiStepLR: the LR is multiplied by GAMMA at each of STEPS (iterations).
+    cfg.SOLVER.STEPS = (10600,)
+    cfg.SOLVER.GAMMA = 0.1
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.WEIGHT_DECAY = 0.0
+    # "ADAM" (official), "ADAMW" (decoupled weight decay) or "SGD" (SOLVER.MOMENTUM / NESTEROV).
+    cfg.SOLVER.OPTIMIZER = "ADAM"
+    cfg.SOLVER.BETAS = [0.9, 0.999]
+    cfg.SOLVER.EPS = 1e-8
+    # LR factor of every parameter under model.backbone (ViT + simple pyramid); official 1.0.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    # Layer-wise LR decay of the ViT (BEiT/MAE rule: embeddings x d^(L+1), block i x d^(L-i), rest x 1;
+    # L = depth).  1.0 = off (official scripts; SimpleClick's trainer offers 0.75 but never enables it).
+    cfg.SOLVER.LAYER_DECAY = 1.0
+    # Gradient clipping (detectron2 keys; official: off).  CLIP_TYPE "value" (each gradient entry), "norm"
+    # (each parameter's gradient norm) or "full_model" (the norm of all gradients together).  With AMP the
+    # gradients are unscaled before clipping.
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    # Mixed precision: SOLVER.AMP.ENABLED (detectron2 key; official fp32 = False) and the autocast dtype:
+    # "float16" (with a gradient scaler) or "bfloat16" (no scaler; the only choice that helps on CPU).
+    cfg.SOLVER.AMP.PRECISION = "float16"
+    # Periodic checkpoints (SOLVER.CHECKPOINT_PERIOD, detectron2 key) are written atomically; keep only the
+    # newest CHECKPOINT_MAX_TO_KEEP of them (0 = keep all; model_final.pth is never deleted).
+    cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
+
+    cfg.TRAINER = CN()
+    # Training IoU of the final prediction (an extra no-grad forward) is logged every this many iterations
+    # (0 = never); the losses, the click rounds and the clicks per sample are logged every iteration.
+    cfg.TRAINER.TRAIN_IOU_PERIOD = 20
+    # DistributedDataParallel(find_unused_parameters=...): needed only for models with unused parameters.
+    cfg.TRAINER.FIND_UNUSED_PARAMETERS = False
+    # NoC evaluation (TEST.NOC, on TEST.NOC.DATASETS or DATASETS.TEST) every TEST.EVAL_PERIOD iterations
+    # (0 = never) and, if EVAL_AFTER_TRAIN, once after the last iteration.
+    cfg.TRAINER.EVAL_AFTER_TRAIN = True
+    # After the final evaluation (and with --eval-only), OUTPUT_DIR/example.png shows the first object of
+    # the first evaluated dataset with its clicks and predicted mask after each of these click counts
+    # (empty = no picture).
+    cfg.TRAINER.EXAMPLE_CLICKS = [1, 2, 3, 5]
 
 
 def _add_inference_config(cfg):
@@ -295,6 +357,11 @@ def _add_inference_config(cfg):
 
 def add_adaptiveclick_config(cfg):
     """Add every adaptiveclick key (with its default) to a detectron2 ``CfgNode``, in place."""
+    import torch
+
+    # detectron2 defaults MODEL.DEVICE to "cuda"; we default to the GPU only when one is usable, so that every
+    # config also runs on a CPU-only machine (set MODEL.DEVICE explicitly to override).
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     _add_msda_config(cfg)
     _add_model_config(cfg)
     _add_loss_config(cfg)

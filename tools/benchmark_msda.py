@@ -9,7 +9,6 @@ on the device: forward time, and forward+backward time, median over repeated syn
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.layers.ms_deform_attn import IMPLS, extension_status, ms_deform_attn, resolve_impl  # noqa: E402
-from adaptiveclick.utils.run_info import run_info  # noqa: E402
+from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 
 def make_inputs(batch, image_size, device, dtype, heads=8, head_dim=32, points=4, seed=0):
@@ -122,11 +121,7 @@ def main(argv=None):
         "run": run_info(device),
         "results": results,
     }
-    out = args.output or os.path.join("output", "benchmarks", f"msda_{device.type}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {out}")
+    write_json(report, args.output or os.path.join("output", "benchmarks", f"msda_{device.type}.json"))
     return report
 
 

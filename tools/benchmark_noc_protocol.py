@@ -11,7 +11,6 @@ Reports clicks per second of the whole loop and the share spent in the fake mode
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.evaluation import InteractiveSession, NoCProtocol, ZoomInParams  # noqa: E402
-from adaptiveclick.utils.run_info import run_info  # noqa: E402
+from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 
 def make_instances(n, size, seed=0):
@@ -100,11 +99,7 @@ def main(argv=None):
         "run": run_info(device),
         "results": results,
     }
-    out = args.output or os.path.join("output", "benchmarks", f"noc_protocol_{device.type}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {out}")
+    write_json(report, args.output or os.path.join("output", "benchmarks", f"noc_protocol_{device.type}.json"))
     return report
 
 

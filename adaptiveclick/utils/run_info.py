@@ -1,11 +1,12 @@
 """Metadata written beside every benchmark and evaluation result so numbers can be compared side by side."""
 
 import datetime
+import json
 import os
 import platform
 import subprocess
 
-__all__ = ["run_info", "git_revision", "device_name"]
+__all__ = ["run_info", "git_revision", "device_name", "write_json"]
 
 
 def git_revision(path=None):
@@ -53,3 +54,15 @@ def run_info(device="cpu"):
     except ImportError:
         info["detectron2"] = None
     return info
+
+
+def write_json(report, path):
+    """Write ``report`` as indented JSON to ``path`` atomically (temp file, then rename); prints the path."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    return path
