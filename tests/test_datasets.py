@@ -79,18 +79,6 @@ def masks_of(d):
 
 
 @pytest.fixture
-def names():
-    """Dataset names registered by a test, removed afterwards."""
-    registered = []
-    yield registered
-    for name in registered:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
-
-
-@pytest.fixture
 def builtin_restored(monkeypatch):
     """Let a test re-register the built-in names; restore the import-time registrations afterwards."""
     yield monkeypatch

@@ -25,17 +25,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def names():
-    registered = []
-    yield registered
-    for name in registered:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
-
-
-@pytest.fixture
 def default_synthetic_restored():
     yield
     register_synthetic_from_config(add_adaptiveclick_config(get_cfg()))

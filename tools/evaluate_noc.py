@@ -11,51 +11,46 @@ protocol, device and versions) and ``noc_<dataset>.png`` are written, and ``<OUT
 holds all metrics.
 """
 
-import json
+import logging
 import os
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.config import add_adaptiveclick_config  # noqa: E402
+from adaptiveclick.engine import AtomicCheckpointer, setup_cfg  # noqa: E402
 from adaptiveclick.evaluation import noc_test  # noqa: E402
+from adaptiveclick.utils.run_info import write_json  # noqa: E402
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_adaptiveclick_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    extra = []
     if args.weights:
-        cfg.MODEL.WEIGHTS = args.weights
+        extra += ["MODEL.WEIGHTS", args.weights]
     if args.datasets:
-        cfg.TEST.NOC.DATASETS = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adaptiveclick")
-    return cfg
+        extra += ["TEST.NOC.DATASETS", [d.strip() for d in args.datasets.split(",") if d.strip()]]
+    return setup_cfg(args, extra)
 
 
 def main(args):
     cfg = setup(args)
     # registration of the meta-architecture and of the datasets happens on import (detectron2 idiom)
-    import adaptiveclick.data  # noqa: F401
     import adaptiveclick.modeling  # noqa: F401
+    from adaptiveclick.data.datasets import register_datasets_from_config
 
+    register_datasets_from_config(cfg)  # DATASETS.ROOT / SYNTHETIC.* of this config
     model = build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    if not cfg.MODEL.WEIGHTS:
+        logging.getLogger("adaptiveclick").warning("no --weights / MODEL.WEIGHTS given: evaluating random weights")
+    # a missing or unreadable file raises an error naming it
+    AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
     model.eval()
     out_dir = os.path.join(cfg.OUTPUT_DIR, "noc")
     results = noc_test(cfg, model, output_dir=out_dir)  # logs the NoC table on the main process
     if comm.is_main_process():
-        with open(os.path.join(out_dir, "results.json"), "w") as f:
-            json.dump({"weights": cfg.MODEL.WEIGHTS, "results": results}, f, indent=2)
+        write_json({"weights": cfg.MODEL.WEIGHTS, "results": results}, os.path.join(out_dir, "results.json"))
     return results
 
 

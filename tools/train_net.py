@@ -15,33 +15,19 @@ iterations and at the end) and the picture ``OUTPUT_DIR/example.png``.  ``--eval
 evaluation of ``MODEL.WEIGHTS`` (or, with ``--resume``, of the last checkpoint) and writes the same files.
 """
 
-import json
 import os
 import sys
 
-from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, launch
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.config import add_adaptiveclick_config  # noqa: E402
-from adaptiveclick.engine import AtomicCheckpointer, ClickTrainer  # noqa: E402
-
-
-def setup(args):
-    cfg = get_cfg()
-    add_adaptiveclick_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adaptiveclick")
-    return cfg
+from adaptiveclick.engine import AtomicCheckpointer, ClickTrainer, setup_cfg  # noqa: E402
+from adaptiveclick.utils.run_info import write_json  # noqa: E402
 
 
 def main(args):
-    cfg = setup(args)
+    cfg = setup_cfg(args)
     import adaptiveclick.modeling  # noqa: F401  (registers the meta-architectures)
     from adaptiveclick.data.datasets import register_datasets_from_config
 
@@ -62,8 +48,7 @@ def main(args):
         results = trainer.train()
         weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if results and comm.is_main_process():
-        with open(os.path.join(cfg.OUTPUT_DIR, "noc", "results.json"), "w") as f:
-            json.dump({"weights": weights, "results": results}, f, indent=2)
+        write_json({"weights": weights, "results": results}, os.path.join(cfg.OUTPUT_DIR, "noc", "results.json"))
     return results
 
 
