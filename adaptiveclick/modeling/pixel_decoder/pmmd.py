@@ -79,7 +79,9 @@ class DeformableEncoder(nn.Module):
     def __init__(self, d_model=256, nhead=8, num_layers=4, dim_feedforward=1024, dropout=0.0, num_levels=3,
                  n_points=4, msda_impl=None):
         super().__init__()
-        self.level_embed = nn.Parameter(torch.empty(num_levels, d_model))
+        # with no layers (the "without PMMD" ablation) the maps pass through unchanged, and no level
+        # embedding is created: it would get no gradient, which DistributedDataParallel refuses
+        self.level_embed = nn.Parameter(torch.empty(num_levels, d_model)) if num_layers > 0 else None
         self.encoder = nn.Module()
         self.encoder.layers = nn.ModuleList(
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points, msda_impl)
@@ -92,10 +94,13 @@ class DeformableEncoder(nn.Module):
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
                 m.reset_parameters()
-        nn.init.normal_(self.level_embed)
+        if self.level_embed is not None:
+            nn.init.normal_(self.level_embed)
 
     def forward(self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]):
         """srcs/pos_embeds: per level (B, C, H_l, W_l). Returns the encoded maps, same shapes."""
+        if not len(self.encoder.layers):
+            return list(srcs)
         shapes = [tuple(s.shape[-2:]) for s in srcs]
         flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], dim=1)
         pos = torch.cat([(p.flatten(2) + self.level_embed[i][None, :, None]).transpose(1, 2)
