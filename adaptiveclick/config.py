@@ -350,11 +350,6 @@ def _add_trainer_config(cfg):
     cfg.TRAINER.EXAMPLE_CLICKS = [1, 2, 3, 5]
 
 
-def _add_inference_config(cfg):
-    # Interactive predictor and demos (adaptiveclick.inference, tools/demo). Filled in by the predictor part.
-    pass
-
-
 def add_adaptiveclick_config(cfg):
     """Add every adaptiveclick key (with its default) to a detectron2 ``CfgNode``, in place."""
     import torch
@@ -369,5 +364,4 @@ def add_adaptiveclick_config(cfg):
     _add_noc_config(cfg)
     _add_datasets_config(cfg)
     _add_trainer_config(cfg)
-    _add_inference_config(cfg)
     return cfg

@@ -105,7 +105,8 @@ fi
 # ---------------------------------------------------------------------------------------------- other deps
 MISSING=()
 for spec in "fvcore:fvcore" "iopath:iopath" "timm:timm" "scipy:scipy" "pycocotools:pycocotools" \
-            "cv2:opencv-python-headless" "matplotlib:matplotlib" "tqdm:tqdm" "ninja:ninja" "pytest:pytest"; do
+            "cv2:opencv-python-headless" "matplotlib:matplotlib" "tqdm:tqdm" "ninja:ninja" "pytest:pytest" \
+            "flask:flask"; do
   pyok "import ${spec%%:*}" || MISSING+=("${spec#*:}")
 done
 if [ ${#MISSING[@]} -gt 0 ]; then

@@ -1,0 +1,255 @@
+"""The interactive "image + clicks -> mask" predictor for annotation tools and demos.
+
+A user sets an image, then adds clicks one at a time; every click runs the network once (or twice with
+flip) on the image, the clicks so far and the previous prediction, exactly as the NoC protocol does
+(protocol.md A.4-A.5, :func:`adaptiveclick.evaluation.transformed_prediction`): optional zoom-in to the
+object's region, optional horizontal-flip averaging, probabilities at image resolution, mask = probs >
+threshold (0.49, ``TEST.NOC.PRED_THRESHOLD``).  Any image size is accepted: without zoom-in the network
+sees the image at its own size (padded to the backbone's size divisibility), with zoom-in it sees the
+region resized to ``TEST.NOC.ZOOM_IN.TARGET_SIZE``; the protocol does the same.
+
+The predictor keeps every step, so :meth:`InteractivePredictor.undo` restores the previous mask, the
+previous-mask input of the next click and the zoom-in region exactly as they were.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from numbers import Integral
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from adaptiveclick.clicks import Click
+from adaptiveclick.evaluation.predictor import ModelPredictor, transformed_prediction
+from adaptiveclick.evaluation.zoom_in import ZoomIn, ZoomInParams
+
+__all__ = ["InteractivePredictor", "PredictionResult"]
+
+logger = logging.getLogger("adaptiveclick")
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """The state after a click (or an undo).
+
+    mask: bool (H, W), the object.  probs: float32 (H, W) in [0, 1].  clicks: the clicks that produced it,
+    in order.  seconds: wall time of the prediction (0 for a restored state).
+    """
+
+    mask: np.ndarray
+    probs: np.ndarray
+    clicks: Tuple[Click, ...]
+    seconds: float
+
+    @property
+    def area(self) -> int:
+        """Number of object pixels."""
+        return int(self.mask.sum())
+
+
+@dataclass
+class _Step:
+    click: Click
+    probs: torch.Tensor  # (1, 1, H, W) on the model's device, the prediction after this click
+    roi: Optional[Tuple[int, int, int, int]]  # zoom-in region used for this click
+    seconds: float
+
+
+def _is_cfg(obj) -> bool:
+    from detectron2.config import CfgNode
+
+    return isinstance(obj, CfgNode)
+
+
+class InteractivePredictor:
+    """Click-by-click segmentation of one image at a time.
+
+    Args:
+        cfg_or_model: a detectron2 ``CfgNode`` with the adaptiveclick keys (the model is built with
+            ``build_model`` and ``cfg.MODEL.WEIGHTS`` is loaded when set; random weights otherwise, with a
+            warning), or a built model (an ``nn.Module`` following the inference contract
+            ``model([{"image", "clicks", "prev_mask"}]) -> [{"mask_logits"}]``), used as it is.
+        device: where the model runs; default ``cfg.MODEL.DEVICE`` for a config, the model's device for a
+            model.  A given model is moved there.
+        zoom_in: True (the protocol's zoom-in; parameters from ``cfg.TEST.NOC.ZOOM_IN``, or the
+            AdaptiveClick defaults for a model), False, or a :class:`ZoomInParams`.
+        flip: horizontal-flip averaging of the logits.
+        threshold: mask = probs > threshold; default ``cfg.TEST.NOC.PRED_THRESHOLD`` (0.49).
+    """
+
+    def __init__(self, cfg_or_model, device=None, zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
+                 threshold: Optional[float] = None):
+        params = ZoomInParams()
+        if _is_cfg(cfg_or_model):
+            cfg = cfg_or_model
+            model = self._build(cfg, device)
+            z = cfg.TEST.NOC.ZOOM_IN
+            params = ZoomInParams(target_size=tuple(z.TARGET_SIZE), expansion_ratio=z.EXPANSION_RATIO,
+                                  min_crop_size=z.MIN_CROP_SIZE, recompute_iou=z.RECOMPUTE_IOU,
+                                  prob_threshold=z.PROB_THRESHOLD)
+            if threshold is None:
+                threshold = cfg.TEST.NOC.PRED_THRESHOLD
+        elif isinstance(cfg_or_model, torch.nn.Module):
+            model = cfg_or_model
+            if device is not None:
+                model = model.to(torch.device(device))
+        else:
+            raise TypeError("cfg_or_model must be a detectron2 CfgNode or a torch.nn.Module, "
+                            f"got {type(cfg_or_model).__name__}")
+        if isinstance(zoom_in, ZoomInParams):
+            params, zoom_in = zoom_in, True
+        elif not isinstance(zoom_in, (bool, np.bool_)):
+            raise TypeError(f"zoom_in must be a bool or a ZoomInParams, got {zoom_in!r}")
+        if not isinstance(flip, (bool, np.bool_)):
+            raise TypeError(f"flip must be a bool, got {flip!r}")
+        threshold = 0.49 if threshold is None else threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
+        self.model = model.eval()
+        self.zoom_in_params: Optional[ZoomInParams] = params if zoom_in else None
+        self.flip = bool(flip)
+        self.threshold = float(threshold)
+        self._net = ModelPredictor(self.model, device)
+        self.device = self._net.device
+        self._image: Optional[np.ndarray] = None
+        self._image_t: Optional[torch.Tensor] = None
+        self._zoom: Optional[ZoomIn] = None
+        self._steps: List[_Step] = []
+
+    @classmethod
+    def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts=(), device=None,
+                         zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
+                         threshold: Optional[float] = None) -> "InteractivePredictor":
+        """Build from a YAML config (``opts``: KEY VALUE overrides; ``weights`` sets MODEL.WEIGHTS)."""
+        from detectron2.config import get_cfg
+
+        from adaptiveclick.config import add_adaptiveclick_config
+
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        cfg = get_cfg()
+        add_adaptiveclick_config(cfg)
+        cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+        if weights:
+            cfg.MODEL.WEIGHTS = weights
+        if device is not None:
+            cfg.MODEL.DEVICE = str(device)
+        cfg.freeze()
+        return cls(cfg, device=device, zoom_in=zoom_in, flip=flip, threshold=threshold)
+
+    @staticmethod
+    def _build(cfg, device):
+        from detectron2.modeling import build_model
+
+        import adaptiveclick.modeling  # noqa: F401  (registers the meta-architectures)
+        from adaptiveclick.engine.checkpoint import AtomicCheckpointer
+
+        if device is not None and str(device) != cfg.MODEL.DEVICE:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.DEVICE = str(device)
+            cfg.freeze()
+        model = build_model(cfg)
+        weights = cfg.MODEL.WEIGHTS
+        if weights:
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"MODEL.WEIGHTS not found: {weights}")
+            AtomicCheckpointer(model).load(weights)  # corrupt files raise CheckpointError naming the file
+        else:
+            logger.warning("InteractivePredictor: no MODEL.WEIGHTS given, the model has random weights")
+        return model
+
+    # ------------------------------------------------------------------------------------------ state
+    @property
+    def image(self) -> Optional[np.ndarray]:
+        """The current image (read-only view), or None before :meth:`set_image`."""
+        return self._image
+
+    @property
+    def clicks(self) -> Tuple[Click, ...]:
+        return tuple(s.click for s in self._steps)
+
+    @property
+    def result(self) -> Optional[PredictionResult]:
+        """The state after the last click, or None when there is no click."""
+        if not self._steps:
+            return None
+        return self._result(self._steps[-1].probs, self._steps[-1].seconds)
+
+    def _require_image(self, what: str) -> None:
+        if self._image is None:
+            raise RuntimeError(f"{what} needs an image: call set_image() first")
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Start on a new RGB image: uint8 (H, W, 3).  Drops the clicks of the previous image."""
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image must be a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}")
+        if image.dtype != np.uint8:
+            raise TypeError(f"image must have dtype uint8 (0..255 RGB), got {image.dtype}")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be RGB of shape (H, W, 3), got {image.shape}"
+                             + (" (grey: stack it to 3 channels)" if image.ndim == 2 else "")
+                             + (" (RGBA: drop the alpha channel)" if image.ndim == 3 and image.shape[2] == 4 else ""))
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"image is empty: shape {image.shape}")
+        image = np.array(image, dtype=np.uint8, order="C", copy=True)
+        # the network input of the whole image is made once per image (0..255 float, as the protocol feeds)
+        self._image_t = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device, torch.float32)
+        image.setflags(write=False)
+        self._image = image
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every click (the image stays)."""
+        self._steps = []
+        self._zoom = ZoomIn(self.zoom_in_params, self._image.shape[:2]) \
+            if self.zoom_in_params is not None and self._image is not None else None
+
+    # ------------------------------------------------------------------------------------------ clicks
+    def add_click(self, row: int, col: int, positive: bool = True) -> PredictionResult:
+        """Add a click at pixel (row, col) and predict; returns the new state."""
+        self._require_image("add_click")
+        for name, value in (("row", row), ("col", col)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+                raise TypeError(f"{name} must be an integer pixel index, got {value!r}")
+        if not isinstance(positive, (bool, np.bool_)):
+            raise TypeError(f"positive must be a bool, got {positive!r}")
+        h, w = self._image.shape[:2]
+        if not (0 <= row < h and 0 <= col < w):
+            raise ValueError(f"click (row={row}, col={col}) lies outside the image of size (H, W) = ({h}, {w})")
+        click = Click(bool(positive), int(row), int(col))
+        clicks = list(self.clicks) + [click]
+        prev = self._steps[-1].probs if self._steps else torch.zeros((1, 1, h, w), device=self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            probs = transformed_prediction(self._net, self._image_t, prev, clicks, zoom_in=self._zoom,
+                                           flip=self.flip)[None, None]
+            if not torch.isfinite(probs).all():
+                raise FloatingPointError("the model produced non-finite probabilities")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        self._steps.append(_Step(click, probs, self._zoom.roi if self._zoom is not None else None, seconds))
+        return self._result(probs, seconds)
+
+    def undo(self) -> PredictionResult:
+        """Remove the last click; returns the state before it (an empty mask when no click is left)."""
+        self._require_image("undo")
+        if not self._steps:
+            raise ValueError("undo: there is no click to undo")
+        self._steps.pop()
+        if self._zoom is not None:
+            # the region of the last remaining click; None lets the next click choose afresh, as at the start
+            self._zoom.roi = self._steps[-1].roi if self._steps else None
+        if self._steps:
+            return self._result(self._steps[-1].probs, 0.0)
+        h, w = self._image.shape[:2]
+        return PredictionResult(np.zeros((h, w), dtype=bool), np.zeros((h, w), dtype=np.float32), (), 0.0)
+
+    def _result(self, probs: torch.Tensor, seconds: float) -> PredictionResult:
+        p = probs[0, 0].float().cpu().numpy()
+        return PredictionResult(p > self.threshold, p, self.clicks, seconds)

@@ -1,0 +1,298 @@
+"""Timing, peak-memory and precision helpers shared by the ``tools/benchmark_*.py`` scripts.
+
+* :func:`time_fn` runs a callable ``warmup`` times, then ``iters`` timed times, synchronising CUDA before
+  starting and after every call, and returns median / mean / 10th / 90th percentile in milliseconds.
+* :func:`reset_peak_memory` and :func:`peak_memory_mb` bracket a measurement.  On CUDA they use
+  ``torch.cuda.reset_peak_memory_stats`` and ``torch.cuda.max_memory_allocated`` (tensor memory of the
+  caching allocator, not the CUDA context).  On the CPU the number is the *process-wide* maximum resident
+  set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``): it counts the interpreter, libraries and every
+  earlier allocation.  Where Linux allows it, :func:`reset_peak_memory` writes ``5`` to
+  ``/proc/self/clear_refs``, which resets that high-water mark to the current RSS, so the value is then the
+  peak since the reset; elsewhere it is the peak since the process started.  :func:`peak_memory_mb` says
+  which in its ``kind``.
+* :func:`autocast` is the ``torch.autocast`` context of a precision name (``fp32`` = disabled).
+* :func:`count_parameters` counts a module's parameters.
+* :func:`build_benchmark_model`, :func:`click_inputs`, :func:`measure_click_model`: the inference
+  measurement of ``tools/benchmark_inference.py``, shared with ``tools/benchmark_official.py`` so that both
+  implementations are timed the same way.
+"""
+
+import contextlib
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["DTYPES", "parse_dtype", "check_device", "synchronize", "time_fn", "reset_peak_memory",
+           "peak_memory_mb", "autocast", "count_parameters", "format_table", "load_config",
+           "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn"]
+
+#: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_CPU_PEAK_RESET = {"done": False}
+
+
+def parse_dtype(name: str) -> Optional[torch.dtype]:
+    """The autocast dtype of ``fp32`` / ``bf16`` / ``fp16``; ValueError naming the value otherwise."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def check_device(device) -> torch.device:
+    """``torch.device`` of ``device``; ValueError for an unknown type or CUDA without a usable GPU."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from e
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {str(device)!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} "
+                             f"CUDA device(s) exist")
+    return device
+
+
+def synchronize(device) -> None:
+    """Wait for the queued work of ``device`` (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _percentile(sorted_values, q):
+    """Linear-interpolation percentile (numpy's default) of an ascending list."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def time_fn(fn: Callable[[], object], warmup: int, iters: int, device="cpu") -> Dict[str, float]:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``iters`` calls each timed on its own.
+
+    On CUDA the device is synchronised before the first timed call and after each call, so a time covers
+    the work queued by that call.  Returns ``{"median_ms", "mean_ms", "p10", "p90", "n"}`` (percentiles in
+    milliseconds, ``n`` = ``iters``).
+    """
+    for value, name, minimum in ((warmup, "warmup", 0), (iters, "iters", 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    ordered = sorted(times)
+    return {"median_ms": statistics.median(ordered), "mean_ms": statistics.fmean(ordered),
+            "p10": _percentile(ordered, 10), "p90": _percentile(ordered, 90), "n": len(ordered)}
+
+
+def _reset_cpu_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def reset_peak_memory(device) -> None:
+    """Start a peak-memory measurement on ``device`` (see the module docstring for the CPU caveat)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _CPU_PEAK_RESET["done"] = _reset_cpu_peak()
+
+
+def peak_memory_mb(device) -> Dict[str, object]:
+    """``{"peak_memory_mb": float, "kind": str}``: the peak since :func:`reset_peak_memory`.
+
+    ``kind`` is ``"cuda_max_memory_allocated"``, ``"cpu_max_rss_since_reset"`` (the process's maximum RSS,
+    reset through /proc/self/clear_refs) or ``"cpu_max_rss_process"`` (the maximum RSS since the process
+    started: the reset is not available here).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        synchronize(device)
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20,
+                "kind": "cuda_max_memory_allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # macOS reports bytes, Linux kilobytes
+    kind = "cpu_max_rss_since_reset" if _CPU_PEAK_RESET["done"] else "cpu_max_rss_process"
+    return {"peak_memory_mb": rss_bytes / 2 ** 20, "kind": kind}
+
+
+def autocast(device, dtype_name: str):
+    """``torch.autocast(device.type, dtype)`` for ``bf16`` / ``fp16``; a null context for ``fp32``."""
+    dtype = parse_dtype(dtype_name)
+    device = torch.device(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def count_parameters(module: torch.nn.Module) -> Dict[str, int]:
+    """``{"total": all parameters, "trainable": those with requires_grad}``."""
+    params = list(module.parameters())
+    return {"total": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def format_table(rows, columns) -> str:
+    """Plain-text table: ``columns`` is a list of (header, key, format spec); missing values print as '-'."""
+    cells = [[h for h, _, _ in columns]]
+    for row in rows:
+        line = []
+        for _, key, spec in columns:
+            value = row.get(key)
+            line.append("-" if value is None else format(value, spec))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    out = []
+    for k, r in enumerate(cells):
+        out.append("  ".join(c.rjust(w) if k and i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# -- model inference measurement (shared by benchmark_inference and benchmark_official) ----------------------
+
+
+def load_config(config_file: str, opts: Sequence = (), device="cpu"):
+    """Frozen config of ``config_file`` + ``opts`` (KEY VALUE ...) with ``MODEL.DEVICE`` = ``device``.
+
+    FileNotFoundError names a missing file; unknown keys raise as in detectron2 (naming the key).
+    """
+    from detectron2.config import get_cfg
+
+    from adaptiveclick.config import add_adaptiveclick_config
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file!r}")
+    if len(opts) % 2:
+        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    cfg = get_cfg()
+    add_adaptiveclick_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = str(torch.device(device))
+    cfg.freeze()
+    return cfg
+
+
+def build_benchmark_model(cfg, seed: int = 0) -> torch.nn.Module:
+    """``build_model(cfg)`` with random weights (torch seeded with ``seed``), in eval mode on MODEL.DEVICE."""
+    from detectron2.modeling import build_model
+
+    import adaptiveclick.modeling  # noqa: F401  (registers the meta-architectures)
+
+    torch.manual_seed(seed)
+    return build_model(cfg).eval()
+
+
+def click_inputs(size, num_clicks: int = 5, seed: int = 0):
+    """Inputs of one interactive click on a (H, W) image, as NumPy arrays an application would hold.
+
+    Returns ``(image, clicks, prev_mask)``: uint8 (H, W, 3) random RGB; int64 (num_clicks, 3) rows
+    (row, col, is_positive), spread over the central part of the image, alternately positive (first) and
+    negative; float32 (H, W) previous probabilities (a soft disk of the image's centre).
+    """
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 8 or w < 8:
+        raise ValueError(f"image size must be at least 8 x 8, got {(h, w)}")
+    if isinstance(num_clicks, bool) or not isinstance(num_clicks, int) or num_clicks < 1:
+        raise ValueError(f"num_clicks must be an integer >= 1, got {num_clicks!r}")
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    rows = rng.integers(h // 4, 3 * h // 4, num_clicks)
+    cols = rng.integers(w // 4, 3 * w // 4, num_clicks)
+    clicks = np.stack([rows, cols, (np.arange(num_clicks) % 2 == 0).astype(np.int64)], axis=1).astype(np.int64)
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.hypot((yy - h / 2) / (h / 4), (xx - w / 2) / (w / 4))
+    prev = (1.0 / (1.0 + np.exp(8.0 * (dist - 1.0)))).astype(np.float32)
+    return image, clicks, prev
+
+
+def forward_only_fn(model, batched_inputs):
+    """A no-argument callable running the network alone on the preprocessed ``batched_inputs``.
+
+    The preprocessing (normalisation, click disks, padding) runs once here, outside the returned callable:
+    ``model.predict(data)`` for :class:`AdaptiveClick` (backbone, pixel decoder, transformer decoder), the
+    backbone and head (with their upsampling) for the SimpleClick baseline.
+    """
+    with torch.no_grad():
+        data = model.preprocess(batched_inputs)
+    if hasattr(model, "predict"):
+        return lambda: model.predict(data)
+    if hasattr(model, "_logits"):
+        return lambda: model._logits(data)
+    raise TypeError(f"{type(model).__name__} has neither predict() nor _logits(): cannot time its forward alone")
+
+
+def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray, device, dtype: str,
+                        iters: int, warmup: int, threshold: float) -> Dict[str, object]:
+    """Time one of our models at batch 1: the forward alone and the whole click; peak memory over both.
+
+    Whole click = from the NumPy uint8 (H, W, 3) image, int64 (K, 3) clicks and float32 (H, W) previous
+    probabilities: tensor wrapping, ``model([{"image", "clicks", "prev_mask"}])`` (transfer to the device,
+    normalisation, click disks, padding, network, merge of the queries, bilinear upsampling to (H, W)),
+    sigmoid, ``> threshold`` and the copy of the binary mask back to host memory.  Everything runs under
+    ``torch.no_grad`` and the :func:`autocast` of ``dtype``.
+    """
+    device = torch.device(device)
+
+    def whole_click():
+        inputs = [{"image": torch.from_numpy(image).permute(2, 0, 1), "clicks": torch.from_numpy(clicks),
+                   "prev_mask": torch.from_numpy(prev_mask)[None]}]
+        with torch.no_grad(), autocast(device, dtype):
+            logits = model(inputs)[0]["mask_logits"]
+        return (logits.float().sigmoid() > threshold)[0].cpu()
+
+    reset_peak_memory(device)
+    forward = forward_only_fn(model, [{"image": torch.from_numpy(image).permute(2, 0, 1),
+                                       "clicks": torch.from_numpy(clicks),
+                                       "prev_mask": torch.from_numpy(prev_mask)[None]}])
+    return time_forward_and_click(forward, whole_click, image.shape[:2], device, dtype, iters, warmup)
+
+
+def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape, device, dtype: str, iters: int,
+                           warmup: int, who: str = "the") -> Dict[str, object]:
+    """Time ``forward()`` (under no_grad and the autocast of ``dtype``) and ``whole_click()`` (which must
+    return the (H, W) mask of an ``image_shape`` image); adds the peak memory since the caller's
+    :func:`reset_peak_memory`.  ``who`` names the model in the error about a wrong mask shape."""
+
+    def forward_timed():
+        with torch.no_grad(), autocast(device, dtype):
+            forward()
+
+    result = {"forward": time_fn(forward_timed, warmup, iters, device),
+              "whole_click": time_fn(whole_click, warmup, iters, device)}
+    mask = whole_click()
+    if tuple(mask.shape) != tuple(image_shape):
+        raise RuntimeError(f"{who} whole click returned a {tuple(mask.shape)} mask for a {tuple(image_shape)} image")
+    peak = peak_memory_mb(device)
+    result["peak_memory_mb"], result["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
+    return result

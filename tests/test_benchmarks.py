@@ -1,0 +1,291 @@
+"""The benchmark tools (tools/benchmark_{inference,train,official}.py) and adaptiveclick.utils.bench.
+
+The tools run as subprocesses on the tiny config (64 px; 224 px for the official comparison, the smallest
+input the official ViT's 224-px windows allow) with a couple of iterations; the tests check the JSON they
+write (structure, finite positive numbers, values that must agree with each other or with a model built
+here) and that bad arguments stop them with a message naming the problem.  Speed itself is never asserted.
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from adaptiveclick.utils import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "tools")
+TINY = os.path.join(ROOT, "configs", "synthetic", "tiny.yaml")
+OFFICIAL_ROOT = os.environ.get("ADAPTIVECLICK_OFFICIAL_ROOT", "/tmp/official_adaptiveclick")
+HAS_OFFICIAL = os.path.isfile(os.path.join(OFFICIAL_ROOT, "isegm", "model", "is_adaptiveclick_model.py"))
+# tiny config with an official equivalent: 224 px (14-token windows = 224 px), all 4 blocks global
+# (official rule for depth 4), deformable-encoder FFN = DIM_FEEDFORWARD // 2
+TINY_OFFICIAL_OPTS = ["MODEL.VIT.IMG_SIZE", "224", "MODEL.VIT.WINDOW_SIZE", "14",
+                      "MODEL.VIT.GLOBAL_BLOCK_INDEXES", "[0,1,2,3]", "MODEL.ADAPTIVECLICK.ENC_DIM_FEEDFORWARD", "64"]
+
+
+def _start_tool(name, args):
+    # one thread per process: the three tool runs go concurrently (fixture below)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, os.path.join(TOOLS, name)] + args, cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(run, timeout=170):
+    name, proc, out = run
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{name} did not finish within {timeout} s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return json.loads(out.read_text()), stdout
+
+
+@pytest.fixture(scope="module")
+def tool_runs(tmp_path_factory):
+    """The three tools on the tiny config, started together (they spend most of their time importing)."""
+    tmp = tmp_path_factory.mktemp("benchmarks")
+    specs = {
+        "inference": ("benchmark_inference.py",
+                      ["--config-file", TINY, "--size", "64", "--iters", "2", "--warmup", "0", "--device", "cpu",
+                       "--dtype", "fp32", "bf16", "--predictor", "--predictor-clicks", "2"]),
+        "train": ("benchmark_train.py",
+                  ["--config-file", TINY, "--batch", "2", "--size", "64", "--iters", "2", "--warmup", "0",
+                   "--click-rounds", "2", "--amp", "none", "--device", "cpu"]),
+    }
+    if HAS_OFFICIAL:
+        specs["official"] = ("benchmark_official.py",
+                             ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--iters", "2", "--warmup",
+                              "0", "--dtype", "fp32", "--device", "cpu"])
+    runs = {}
+    for key, (script, args) in specs.items():
+        out = tmp / f"{key}.json"
+        # config overrides (KEY VALUE) must come last
+        extra = TINY_OFFICIAL_OPTS if key == "official" else []
+        runs[key] = (script, _start_tool(script, args + ["--output", str(out)] + extra), out)
+    yield runs
+    for _, proc, _ in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _check_timing(t, iters):
+    assert set(t) >= {"median_ms", "mean_ms", "p10", "p90", "n"}
+    assert t["n"] == iters
+    for key in ("median_ms", "mean_ms", "p10", "p90"):
+        assert math.isfinite(t[key]) and t[key] > 0, (key, t)
+    assert t["p10"] <= t["median_ms"] <= t["p90"]
+
+
+def _check_run_info(report, device="cpu"):
+    run = report["run"]
+    assert run["torch"] == torch.__version__
+    assert "CPU" in run["device"] if device == "cpu" else run["device"]
+
+
+def _tiny_params(opts=()):
+    cfg = bench.load_config(TINY, list(opts), "cpu")
+    return sum(p.numel() for p in bench.build_benchmark_model(cfg).parameters())
+
+
+def _main_exit(module_name, argv):
+    """Run ``tools/<module_name>.py``'s main(argv) in this process; returns (exit code, stderr)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_bench_{module_name}", os.path.join(TOOLS, module_name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    return exc.value.code, err.getvalue()
+
+
+# -- adaptiveclick.utils.bench ----------------------------------------------------------------------------
+
+
+def test_time_fn_statistics_match_numpy(monkeypatch):
+    # a fake clock: call k of fn takes durations[k] seconds; warm-up calls are not timed
+    durations = [5.0, 5.0, 0.010, 0.030, 0.020, 0.050, 0.040]
+    calls = {"n": 0}
+    clock = {"t": 100.0}
+
+    def fn():
+        clock["t"] += durations[calls["n"]]
+        calls["n"] += 1
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+    out = bench.time_fn(fn, warmup=2, iters=5, device="cpu")
+    assert calls["n"] == 7
+    timed = np.array(durations[2:]) * 1000
+    assert out["n"] == 5
+    assert out["median_ms"] == pytest.approx(np.median(timed))
+    assert out["mean_ms"] == pytest.approx(np.mean(timed))
+    assert out["p10"] == pytest.approx(np.percentile(timed, 10))
+    assert out["p90"] == pytest.approx(np.percentile(timed, 90))
+
+
+@pytest.mark.parametrize("kwargs", [dict(warmup=-1, iters=3), dict(warmup=0, iters=0), dict(warmup=1.5, iters=2)])
+def test_time_fn_rejects_bad_counts(kwargs):
+    with pytest.raises(ValueError, match="warmup|iters"):
+        bench.time_fn(lambda: None, device="cpu", **kwargs)
+
+
+def test_cpu_peak_memory_sees_an_allocation():
+    bench.reset_peak_memory("cpu")
+    before = bench.peak_memory_mb("cpu")
+    block = np.ones(160 * 2 ** 20 // 8)  # 160 MiB, every page touched
+    after = bench.peak_memory_mb("cpu")
+    del block
+    assert before["kind"] in ("cpu_max_rss_since_reset", "cpu_max_rss_process")
+    assert after["peak_memory_mb"] >= before["peak_memory_mb"] + 150
+    if before["kind"] == "cpu_max_rss_since_reset":
+        # after the block is freed, a new reset brings the high-water mark back down
+        bench.reset_peak_memory("cpu")
+        assert bench.peak_memory_mb("cpu")["peak_memory_mb"] < after["peak_memory_mb"] - 100
+
+
+def test_autocast_dtypes_and_errors():
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with bench.autocast("cpu", "fp32"):
+        assert (a @ b).dtype == torch.float32
+    with bench.autocast("cpu", "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="'fp8'"):
+        bench.autocast("cpu", "fp8")
+    with pytest.raises(ValueError, match="'tpu'"):
+        bench.check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            bench.check_device("cuda")
+
+
+def test_count_parameters_and_click_inputs():
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2, bias=False))
+    module[1].weight.requires_grad_(False)
+    assert bench.count_parameters(module) == {"total": 3 * 4 + 4 + 4 * 2, "trainable": 3 * 4 + 4}
+    image, clicks, prev = bench.click_inputs((40, 60), num_clicks=3, seed=1)
+    assert image.shape == (40, 60, 3) and image.dtype == np.uint8
+    assert clicks.shape == (3, 3) and clicks.dtype == np.int64 and list(clicks[:, 2]) == [1, 0, 1]
+    assert ((clicks[:, 0] >= 0) & (clicks[:, 0] < 40) & (clicks[:, 1] >= 0) & (clicks[:, 1] < 60)).all()
+    assert prev.shape == (40, 60) and prev.dtype == np.float32 and 0 <= prev.min() and prev.max() <= 1
+    with pytest.raises(ValueError, match="num_clicks"):
+        bench.click_inputs(64, num_clicks=0)
+
+
+# -- tools ------------------------------------------------------------------------------------------------
+
+
+def test_benchmark_inference_tiny(tool_runs):
+    report, stdout = _finish(tool_runs["inference"])
+    assert report["benchmark"] == "inference"
+    _check_run_info(report)
+    assert report["config"]["iters"] == 2 and report["config"]["image_size"] == [64, 64]
+    results = report["results"]
+    assert [r["dtype"] for r in results] == ["fp32", "bf16"]
+    params = _tiny_params()
+    for r in results:
+        assert r["config_file"] == TINY and r["device"] == "cpu" and r["batch"] == 1
+        assert r["params"]["total"] == params
+        _check_timing(r["forward"], 2)
+        _check_timing(r["whole_click"], 2)
+        assert r["peak_memory_mb"] > 0 and r["peak_memory_kind"].startswith("cpu_max_rss")
+        assert set(r["predictor_add_click"]) == {"plain", "zoom_in+flip"}
+        for name, p in r["predictor_add_click"].items():
+            _check_timing(p, 2)
+            assert (p["zoom_in"], p["flip"]) == ((False, False) if name == "plain" else (True, True))
+    assert "whole click ms" in stdout and "add_click zoom_in+flip ms" in stdout  # the table
+
+
+def test_benchmark_train_tiny(tool_runs):
+    report, stdout = _finish(tool_runs["train"])
+    assert report["benchmark"] == "train"
+    _check_run_info(report)
+    (r,) = report["results"]
+    assert r["batch"] == 2 and r["amp"] == "none" and r["crop_size"] == [64, 64]
+    assert r["optimizer"] == "Adam"  # Base-AdaptiveClick: the official Adam recipe through build_optimizer
+    assert r["params"]["total"] == _tiny_params()
+    _check_timing(r["step"], 2)
+    _check_timing(r["click_rounds"], 2)
+    assert r["click_rounds"]["rounds"] == 2
+    assert r["samples_per_s"] == pytest.approx(2 / (r["step"]["median_ms"] / 1000))
+    assert r["click_round_ms"] == pytest.approx(r["click_rounds"]["median_ms"] / 2)
+    # the trainer draws 0..MAX_NUM_NEXT_CLICKS (3) rounds uniformly: 1.5 on average
+    assert r["expected_rounds_per_iteration"] == 1.5
+    assert r["expected_iteration_ms"] == pytest.approx(r["step"]["median_ms"] + 1.5 * r["click_round_ms"])
+    assert 0 < r["expected_samples_per_s"] < r["samples_per_s"]
+    assert r["step_peak_memory_mb"] > 0 and r["click_rounds_peak_memory_mb"] > 0
+    assert "samples/s incl. rounds" in stdout  # the table
+
+
+@pytest.mark.skipif(not HAS_OFFICIAL, reason=f"no official AdaptiveClick checkout at {OFFICIAL_ROOT}")
+def test_benchmark_official_tiny(tool_runs):
+    report, stdout = _finish(tool_runs["official"])
+    assert report["benchmark"] == "official_vs_ours"
+    _check_run_info(report)
+    (r,) = report["results"]
+    assert r["dtype"] == "fp32" and r["image_size"] == [224, 224]
+    assert r["ours"]["params"]["total"] == _tiny_params(TINY_OFFICIAL_OPTS)
+    assert r["official"]["params"]["total"] > 0
+    assert r["official"]["build"]["overrides"]["embed_dim"] == 96
+    for side in ("ours", "official"):
+        _check_timing(r[side]["forward"], 2)
+        _check_timing(r[side]["whole_click"], 2)
+        assert r[side]["peak_memory_mb"] > 0
+    ratio = r["ratio_ours_over_official"]
+    assert ratio["forward_median"] == pytest.approx(r["ours"]["forward"]["median_ms"]
+                                                    / r["official"]["forward"]["median_ms"])
+    assert ratio["whole_click_median"] == pytest.approx(r["ours"]["whole_click"]["median_ms"]
+                                                        / r["official"]["whole_click"]["median_ms"])
+    assert "click official ms" in stdout
+
+
+# -- bad arguments ----------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    out = ["--output", str(tmp_path / "x.json")]
+    cases = [
+        ("benchmark_inference", ["--config-file", missing] + out, "nope.yaml"),
+        ("benchmark_inference", ["--config-file", TINY, "--dtype", "fp8"] + out, "fp8"),
+        ("benchmark_inference", ["--config-file", TINY, "--iters", "0"] + out, "--iters"),
+        ("benchmark_inference", ["--config-file", TINY] + out + ["MODEL.VIT.NO_SUCH_KEY", "3"], "NO_SUCH_KEY"),
+        ("benchmark_train", ["--config-file", missing] + out, "nope.yaml"),
+        ("benchmark_train", ["--config-file", TINY, "--batch", "0"] + out, "--batch"),
+        ("benchmark_train", ["--config-file", TINY] + out + ["SOLVER.NO_SUCH_KEY", "1"], "NO_SUCH_KEY"),
+        ("benchmark_train", ["--config-file", TINY, "--amp", "fp8"] + out, "fp8"),
+        ("benchmark_official", ["--config-file", missing] + out, "nope.yaml"),
+        ("benchmark_official", ["--config-file", TINY, "--dtype", "int8"] + out, "int8"),
+        # the tiny config's 4-token windows and 128 px input have no official equivalent
+        ("benchmark_official", ["--config-file", TINY] + out, "no official AdaptiveClick equivalent"),
+        ("benchmark_official", ["--config-file", TINY, "--official-root", str(tmp_path)] + out + TINY_OFFICIAL_OPTS,
+         "not an official AdaptiveClick checkout"),
+    ]
+    if not torch.cuda.is_available():
+        cases += [(tool, ["--config-file", TINY, "--device", "cuda"] + out, "CUDA is not available")
+                  for tool in ("benchmark_inference", "benchmark_train", "benchmark_official")]
+    for tool, argv, message in cases:
+        code, err = _main_exit(tool, argv)
+        assert code not in (0, None), (tool, argv)
+        assert message in err, (tool, argv, err)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_bad_device_as_subprocess_exit_code(tmp_path):
+    # one real process: the exit status a shell sees
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "benchmark_train.py"), "--config-file", TINY,
+                           "--device", "gpu0", "--output", str(tmp_path / "x.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--device" in proc.stderr and "gpu0" in proc.stderr

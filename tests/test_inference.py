@@ -1,0 +1,322 @@
+"""InteractivePredictor and the visualizer demo."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from adaptiveclick.clicks import Click
+from adaptiveclick.evaluation import InteractiveSession, ModelPredictor, NoCProtocol
+from adaptiveclick.evaluation.zoom_in import ZoomInParams
+from adaptiveclick.inference import InteractivePredictor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "synthetic", "tiny.yaml")
+
+
+class DiskModel(torch.nn.Module):
+    """Contract-following stub: logit +8 within `radius` of a positive click, -8 elsewhere; a negative click's
+    disk is background.  Records what it was given."""
+
+    def __init__(self, radius=6.0):
+        super().__init__()
+        self.radius = radius
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the module a device
+        self.calls = []
+
+    def forward(self, batched_inputs):
+        outs = []
+        for x in batched_inputs:
+            self.calls.append({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in x.items()})
+            h, w = x["image"].shape[-2:]
+            rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                    indexing="ij")
+            logits = torch.full((h, w), -8.0)
+            for r, c, p in x["clicks"].float().tolist():
+                inside = (rr - r) ** 2 + (cc - c) ** 2 <= self.radius ** 2
+                logits[inside] = 8.0 if p > 0.5 else -8.0
+            outs.append({"mask_logits": logits[None] + self.anchor})
+        return outs
+
+
+def disk(shape, r, c, radius):
+    rr, cc = np.mgrid[:shape[0], :shape[1]]
+    return (rr - r) ** 2 + (cc - c) ** 2 <= radius ** 2
+
+
+def rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def tiny_cfg(**overrides):
+    from detectron2.config import get_cfg
+
+    from adaptiveclick.config import add_adaptiveclick_config
+
+    cfg = get_cfg()
+    add_adaptiveclick_config(cfg)
+    cfg.merge_from_file(TINY)
+    cfg.MODEL.DEVICE = "cpu"
+    for k, v in overrides.items():
+        cfg.merge_from_list([k, v])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from detectron2.modeling import build_model
+
+    import adaptiveclick.modeling  # noqa: F401
+
+    torch.manual_seed(0)
+    return build_model(tiny_cfg()).eval()
+
+
+# ------------------------------------------------------------------------------------------ stub model
+def test_mask_follows_the_clicks_without_transforms():
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    p.set_image(rgb(40, 50))
+    r1 = p.add_click(10, 12)
+    np.testing.assert_array_equal(r1.mask, disk((40, 50), 10, 12, 6))
+    assert r1.probs.dtype == np.float32 and r1.probs.shape == (40, 50)
+    assert r1.clicks == (Click(True, 10, 12),) and r1.area == disk((40, 50), 10, 12, 6).sum()
+    r2 = p.add_click(30, 40)
+    np.testing.assert_array_equal(r2.mask, disk((40, 50), 10, 12, 6) | disk((40, 50), 30, 40, 6))
+    r3 = p.add_click(30, 40, positive=False)
+    np.testing.assert_array_equal(r3.mask, disk((40, 50), 10, 12, 6))
+    assert p.clicks == (Click(True, 10, 12), Click(True, 30, 40), Click(False, 30, 40))
+    # the previous prediction is the next click's previous-mask input
+    model = p.model
+    np.testing.assert_allclose(model.calls[0]["prev_mask"].numpy(), 0.0)
+    np.testing.assert_allclose(model.calls[1]["prev_mask"][0].numpy(), r1.probs, atol=1e-6)
+    np.testing.assert_allclose(model.calls[2]["prev_mask"][0].numpy(), r2.probs, atol=1e-6)
+    assert model.calls[2]["clicks"].tolist() == [[10, 12, 1], [30, 40, 1], [30, 40, 0]]
+
+
+def test_threshold_is_strict():
+    # logits exactly 0 -> probs 0.5 > 0.49 (object); with threshold 0.5, not the object
+    class Zero(DiskModel):
+        def forward(self, batched_inputs):
+            return [{"mask_logits": torch.zeros((1,) + tuple(x["image"].shape[-2:])) + self.anchor}
+                    for x in batched_inputs]
+
+    for threshold, expected in ((0.49, True), (0.5, False)):
+        p = InteractivePredictor(Zero(), zoom_in=False, flip=False, threshold=threshold)
+        p.set_image(rgb(8, 8))
+        assert p.add_click(1, 1).mask.all() == expected
+
+
+def test_undo_restores_the_previous_state_and_next_input():
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    p.set_image(rgb(40, 50))
+    r1 = p.add_click(10, 12)
+    p.add_click(30, 40)
+    back = p.undo()
+    np.testing.assert_array_equal(back.mask, r1.mask)
+    np.testing.assert_array_equal(back.probs, r1.probs)
+    assert back.clicks == r1.clicks and p.clicks == r1.clicks
+    p.add_click(5, 45)
+    np.testing.assert_allclose(p.model.calls[-1]["prev_mask"][0].numpy(), r1.probs, atol=1e-6)
+    assert p.undo().clicks == r1.clicks
+    empty = p.undo()
+    assert empty.clicks == () and not empty.mask.any() and empty.mask.shape == (40, 50)
+    assert p.result is None
+    with pytest.raises(ValueError, match="no click to undo"):
+        p.undo()
+
+
+def test_reset_and_new_image_drop_clicks():
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    p.set_image(rgb(20, 20))
+    p.add_click(5, 5)
+    p.reset()
+    assert p.clicks == () and p.result is None
+    p.add_click(3, 3)
+    np.testing.assert_allclose(p.model.calls[-1]["prev_mask"].numpy(), 0.0)
+    p.set_image(rgb(30, 10, seed=1))
+    assert p.clicks == () and p.image.shape == (30, 10, 3)
+    assert p.add_click(29, 9).mask.shape == (30, 10)
+
+
+def test_flip_averages_the_mirrored_logits():
+    # logits linear in the column: the flip average of f(col) and f(W-1-col) is the same at every pixel
+    class Ramp(DiskModel):
+        def forward(self, batched_inputs):
+            out = []
+            for x in batched_inputs:
+                h, w = x["image"].shape[-2:]
+                out.append({"mask_logits": (torch.arange(w, dtype=torch.float32) - 3.0).expand(1, h, w)
+                            + self.anchor})
+            return out
+
+    w = 9
+    expected = 1.0 / (1.0 + np.exp(-((w - 1) / 2.0 - 3.0)))
+    flipped = InteractivePredictor(Ramp(), zoom_in=False, flip=True)
+    flipped.set_image(rgb(5, w))
+    np.testing.assert_allclose(flipped.add_click(2, 2).probs, expected, rtol=1e-6)
+    plain = InteractivePredictor(Ramp(), zoom_in=False, flip=False)
+    plain.set_image(rgb(5, w))
+    np.testing.assert_allclose(plain.add_click(2, 2).probs[0], 1 / (1 + np.exp(-(np.arange(w) - 3.0))), rtol=1e-6)
+
+
+def test_zoom_in_feeds_the_target_size_and_returns_image_resolution():
+    model = DiskModel(radius=3)  # about 14 x 19 pixels of the image after the resize back
+    p = InteractivePredictor(model, zoom_in=ZoomInParams(target_size=(64, 64), min_crop_size=40), flip=False)
+    p.set_image(rgb(300, 400))
+    r1 = p.add_click(150, 200)
+    assert r1.mask.shape == (300, 400)
+    assert tuple(model.calls[0]["image"].shape) == (3, 64, 64)  # the whole image resized (empty previous mask)
+    p.add_click(160, 210)
+    roi = p._zoom.roi
+    assert roi[0] > 100 and roi[1] < 200 and roi[2] > 130 and roi[3] < 270, roi  # the object's region
+    assert tuple(model.calls[1]["image"].shape) == (3, 64, 64)
+    # undo restores the region of the remaining click
+    p.undo()
+    assert p._zoom.roi == (0, 299, 0, 399)
+
+
+def test_bad_input_gets_clear_errors():
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.add_click(0, 0)
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.undo()
+    with pytest.raises(ValueError, match="grey"):
+        p.set_image(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="RGBA"):
+        p.set_image(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        p.set_image(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        p.set_image([[0, 0, 0]])
+    with pytest.raises(ValueError, match="empty"):
+        p.set_image(np.zeros((0, 4, 3), np.uint8))
+    p.set_image(rgb(10, 20))
+    for row, col in ((10, 0), (0, 20), (-1, 3), (3, -1)):
+        with pytest.raises(ValueError, match="outside the image"):
+            p.add_click(row, col)
+    with pytest.raises(TypeError, match="integer"):
+        p.add_click(1.5, 2)
+    with pytest.raises(TypeError, match="positive"):
+        p.add_click(1, 2, positive="yes")
+    assert p.clicks == ()  # nothing was added by the failed calls
+    with pytest.raises(TypeError, match="CfgNode or a torch.nn.Module"):
+        InteractivePredictor("configs/synthetic/tiny.yaml")
+    with pytest.raises(ValueError, match="threshold"):
+        InteractivePredictor(DiskModel(), threshold=1.0)
+    with pytest.raises(TypeError, match="zoom_in"):
+        InteractivePredictor(DiskModel(), zoom_in="on")
+
+
+def test_nan_logits_are_reported():
+    class NaN(DiskModel):
+        def forward(self, batched_inputs):
+            return [{"mask_logits": torch.full((1,) + tuple(x["image"].shape[-2:]), float("nan"))}
+                    for x in batched_inputs]
+
+    p = InteractivePredictor(NaN(), zoom_in=False, flip=False)
+    p.set_image(rgb(8, 8))
+    with pytest.raises(ValueError, match="NaN"):
+        p.add_click(1, 1)
+    assert p.clicks == ()
+
+
+# ------------------------------------------------------------------------------------------ real model
+def test_same_probabilities_as_the_noc_protocol(tiny_model):
+    """Replaying the oracle's clicks in the predictor gives the session's probabilities (zoom-in and flip on)."""
+    image = rgb(150, 170, seed=3)
+    gt = disk((150, 170), 70, 90, 30)
+    params = ZoomInParams(target_size=(128, 128), min_crop_size=60)
+    session = InteractiveSession(ModelPredictor(tiny_model), image, gt,
+                                 protocol=NoCProtocol(max_clicks=4, stop_iou=1.01, zoom_in=params, flip=True))
+    p = InteractivePredictor(tiny_model, zoom_in=params, flip=True)
+    p.set_image(image)
+    for _ in range(4):
+        session.step()
+        c = session.clicks[-1]
+        result = p.add_click(c.row, c.col, c.is_positive)
+        np.testing.assert_allclose(result.probs, session.probs, atol=1e-6)
+        np.testing.assert_array_equal(result.mask, session.prediction)
+
+
+def test_from_config_loads_weights_and_any_image_size(tmp_path, tiny_model):
+    from adaptiveclick.engine.checkpoint import AtomicCheckpointer, CheckpointError
+
+    AtomicCheckpointer(tiny_model, save_dir=str(tmp_path)).save("weights")
+    path = str(tmp_path / "weights.pth")
+    p = InteractivePredictor.from_config_file(TINY, weights=path, opts=["MODEL.DEVICE", "cpu"])
+    for (name, a), b in zip(tiny_model.state_dict().items(), p.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert p.zoom_in_params.target_size == (128, 128) and p.flip and p.threshold == pytest.approx(0.49)
+    for h, w in ((97, 211), (33, 40)):
+        p.set_image(rgb(h, w))
+        r = p.add_click(h // 2, w // 3)
+        assert r.mask.shape == (h, w) and np.isfinite(r.probs).all()
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
+        InteractivePredictor(tiny_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "missing.pth")}))
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pth"):
+        InteractivePredictor(tiny_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "broken.pth")}))
+    with pytest.raises(FileNotFoundError, match="config file"):
+        InteractivePredictor.from_config_file(str(tmp_path / "none.yaml"))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(tiny_model):
+    import copy
+
+    image = rgb(100, 120)
+    cpu = InteractivePredictor(tiny_model, zoom_in=True, flip=True)
+    gpu = InteractivePredictor(copy.deepcopy(tiny_model), device="cuda", zoom_in=True, flip=True)
+    for p in (cpu, gpu):
+        p.set_image(image)
+    for row, col, pos in ((50, 60, True), (20, 30, False), (70, 80, True)):
+        a, b = cpu.add_click(row, col, pos), gpu.add_click(row, col, pos)
+        np.testing.assert_allclose(a.probs, b.probs, atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------ visualizer CLI
+def _visualize_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_visualize", os.path.join(ROOT, "tools", "demo", "visualize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_clicks():
+    parse = _visualize_module().parse_clicks
+    assert parse("1,2,+; 30,4,-;") == [(1, 2, True), (30, 4, False)]
+    for bad, match in (("1,2", "expected"), ("a,2,+", "integers"), ("1,2,*", "expected"), (" ; ", "no clicks")):
+        with pytest.raises(ValueError, match=match):
+            parse(bad)
+
+
+def test_visualize_cli_writes_overlay_and_mask(tmp_path):
+    from PIL import Image
+
+    image = rgb(60, 80)
+    image[20:40, 30:50] = (250, 200, 0)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    out, mask = tmp_path / "out" / "overlay.png", tmp_path / "mask.png"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo", "visualize.py"), "--config-file", TINY,
+                           "--image", str(tmp_path / "in.png"), "--clicks", "30,40,+;5,5,-", "--output", str(out),
+                           "--mask-output", str(mask), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    overlay = np.asarray(Image.open(out))
+    assert overlay.shape[:2] == (60, 80)
+    # the clicks are drawn: green near the positive click, red near the negative one
+    g, r = overlay[30, 40].astype(int), overlay[5, 5].astype(int)
+    assert g[1] > g[0] + 60 and g[1] > g[2] + 60, g
+    assert r[0] > r[1] + 60 and r[0] > r[2] + 60, r
+    m = np.asarray(Image.open(mask))
+    assert m.shape == (60, 80) and set(np.unique(m)) <= {0, 255}
+    # bad input: a clear error (the script turns it into exit status 2 and an "error:" line)
+    with pytest.raises(ValueError, match="outside the image"):
+        _visualize_module().main(["--config-file", TINY, "--image", str(tmp_path / "in.png"), "--clicks", "60,1,+",
+                                  "--output", str(out), "--device", "cpu"])

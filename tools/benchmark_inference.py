@@ -1,0 +1,239 @@
+#!/usr/bin/env python
+"""Milliseconds per click of AdaptiveClick at batch 1, random weights, eval mode; writes JSON and a table.
+
+For every config and precision (autocast dtype; fp32 = autocast off), median over ``--iters`` synchronised
+runs after ``--warmup`` untimed ones, of
+
+* ``forward``: the network alone on preprocessed inputs (``model.predict``: ViT, pyramid, PMMD, CAMD);
+* ``whole_click``: one click as an application sees it, from a uint8 (H, W, 3) image, ``--num-clicks``
+  clicks and the previous probabilities: ``model([{"image", "clicks", "prev_mask"}])`` (click disks,
+  normalisation, padding, network, query merge, upsampling to the image size), sigmoid, threshold
+  (``TEST.NOC.PRED_THRESHOLD``) and the binary mask back in host memory;
+* with ``--predictor``: ``InteractivePredictor.add_click`` (adaptiveclick.inference) on a ``--size`` image,
+  zoom-in and flip off (``plain``) and on (``zoom_in+flip``); the click history is reset (inside the timed
+  call) after every ``--predictor-clicks`` clicks;
+
+plus the peak memory (CUDA: max allocated tensor memory; CPU: process-wide max RSS, see
+adaptiveclick/utils/bench.py) and the parameter count.
+
+    python tools/benchmark_inference.py --device cuda --dtype fp32 bf16            # ViT-B/L/H, 448 px
+    python tools/benchmark_inference.py --config-file configs/synthetic/tiny.yaml --size 128 --iters 3 \\
+        --warmup 1 --device cpu --output /tmp/inference.json [KEY VALUE ...]
+"""
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from adaptiveclick.utils.bench import (DTYPES, autocast, build_benchmark_model, check_device,  # noqa: E402
+                                       click_inputs, count_parameters, format_table, load_config,
+                                       measure_click_model, peak_memory_mb, reset_peak_memory, time_fn)
+from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
+
+DEFAULT_CONFIGS = [f"configs/sbd/adaptiveclick_vit_{s}_448.yaml" for s in ("b", "l", "h")]
+PREDICTOR_SETTINGS = {"plain": (False, False), "zoom_in+flip": (True, True)}
+
+
+def base_parser(description):
+    """The parser's measurement arguments (device, precisions, iterations, image and clicks)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES),
+                    help="autocast precisions to time (fp32 = autocast off)")
+    ap.add_argument("--iters", type=int, default=50, help="timed runs per measurement (median reported)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed runs before each measurement")
+    ap.add_argument("--size", type=int, default=448, help="square image side in pixels")
+    ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input of a timed click")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def check_common_args(ap, args):
+    """argparse errors (exit 2, message naming the value) for the measurement arguments; returns the device."""
+    if args.iters < 1:
+        ap.error(f"--iters must be >= 1, got {args.iters}")
+    if args.warmup < 0:
+        ap.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.size < 32:
+        ap.error(f"--size must be >= 32, got {args.size}")
+    if args.num_clicks < 1:
+        ap.error(f"--num-clicks must be >= 1, got {args.num_clicks}")
+    try:
+        return check_device(args.device)
+    except ValueError as e:
+        ap.error(f"--device: {e}")
+
+
+def import_interactive_predictor():
+    """``adaptiveclick.inference.InteractivePredictor``, or RuntimeError saying that it is not available."""
+    try:
+        from adaptiveclick.inference import InteractivePredictor
+    except ImportError as e:
+        raise RuntimeError(f"--predictor needs adaptiveclick.inference.InteractivePredictor, which cannot be "
+                           f"imported here ({e})") from e
+    return InteractivePredictor
+
+
+def zoom_in_params(cfg):
+    """The protocol's zoom-in parameters of ``cfg.TEST.NOC.ZOOM_IN``."""
+    from adaptiveclick.evaluation import ZoomInParams
+
+    z = cfg.TEST.NOC.ZOOM_IN
+    return ZoomInParams(target_size=tuple(z.TARGET_SIZE), expansion_ratio=z.EXPANSION_RATIO,
+                        min_crop_size=z.MIN_CROP_SIZE, recompute_iou=z.RECOMPUTE_IOU, prob_threshold=z.PROB_THRESHOLD)
+
+
+def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_per_session, seed):
+    """ms per ``add_click`` of ``InteractivePredictor`` in each PREDICTOR_SETTINGS entry (zoom-in parameters
+    and threshold of ``cfg.TEST.NOC``)."""
+    InteractivePredictor = import_interactive_predictor()
+    out = {}
+    h, w = image.shape[:2]
+    for name, (zoom_in, flip) in PREDICTOR_SETTINGS.items():
+        predictor = InteractivePredictor(model, device=device, zoom_in=zoom_in_params(cfg) if zoom_in else False,
+                                         flip=flip, threshold=cfg.TEST.NOC.PRED_THRESHOLD)
+        predictor.set_image(image)
+        rng = np.random.default_rng(seed)
+        points = [(int(r), int(c)) for r, c in zip(rng.integers(h // 4, 3 * h // 4, 64),
+                                                   rng.integers(w // 4, 3 * w // 4, 64))]
+        state = {"n": 0}
+
+        def add_click():
+            if state["n"] and state["n"] % clicks_per_session == 0:
+                predictor.reset()
+            row, col = points[state["n"] % len(points)]
+            positive = state["n"] % clicks_per_session == 0 or bool(state["n"] % 2)
+            state["n"] += 1
+            with torch.no_grad(), autocast(device, dtype):
+                return predictor.add_click(row, col, positive=positive)
+
+        reset_peak_memory(device)
+        timing = time_fn(add_click, warmup, iters, device)
+        peak = peak_memory_mb(device)
+        out[name] = dict(timing, zoom_in=zoom_in, flip=flip, peak_memory_mb=peak["peak_memory_mb"],
+                         peak_memory_kind=peak["kind"])
+    return out
+
+
+def model_name(config_file):
+    return os.path.splitext(os.path.basename(config_file))[0]
+
+
+def _finite_or_error(value, where):
+    if not (isinstance(value, float) and math.isfinite(value)):
+        raise RuntimeError(f"{where}: non-finite measurement {value!r}")
+    return value
+
+
+def run(args, device, configs):
+    results = []
+    for config_file in configs:
+        cfg = load_config(config_file, args.opts, device)
+        model = build_benchmark_model(cfg, seed=args.seed)
+        params = count_parameters(model)
+        image, clicks, prev = click_inputs(args.size, args.num_clicks, seed=args.seed)
+        for dtype in args.dtype:
+            r = measure_click_model(model, image, clicks, prev, device, dtype, args.iters, args.warmup,
+                                    cfg.TEST.NOC.PRED_THRESHOLD)
+            row = {"config_file": config_file, "model": model_name(config_file),
+                   "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "device": str(device), "dtype": dtype,
+                   "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1,
+                   "params": params, **r}
+            if args.predictor:
+                row["predictor_add_click"] = measure_predictor(model, cfg, image, device, dtype, args.iters,
+                                                               args.warmup, args.predictor_clicks, args.seed)
+            for key in ("forward", "whole_click"):
+                _finite_or_error(row[key]["median_ms"], f"{config_file} {dtype} {key}")
+            results.append(row)
+            print(f"{row['model']:28s} {dtype:5s} forward {r['forward']['median_ms']:9.2f} ms   whole click "
+                  f"{r['whole_click']['median_ms']:9.2f} ms   peak {r['peak_memory_mb']:9.1f} MB", flush=True)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def table_rows(results):
+    rows = []
+    for r in results:
+        row = {"model": r["model"], "dtype": r["dtype"], "params_m": r["params"]["total"] / 1e6,
+               "forward": r["forward"]["median_ms"], "whole": r["whole_click"]["median_ms"],
+               "peak": r["peak_memory_mb"]}
+        for name, p in r.get("predictor_add_click", {}).items():
+            row[f"pred_{name}"] = p["median_ms"]
+        rows.append(row)
+    return rows
+
+
+TABLE_COLUMNS = [("model", "model", "s"), ("dtype", "dtype", "s"), ("params (M)", "params_m", ".2f"),
+                 ("forward ms", "forward", ".2f"), ("whole click ms", "whole", ".2f"),
+                 ("peak MB", "peak", ".1f")]
+
+
+def main(argv=None):
+    ap = base_parser(__doc__)
+    ap.add_argument("--config-file", default=None, metavar="FILE", help="one config to time")
+    ap.add_argument("--configs", nargs="+", default=None, metavar="FILE",
+                    help="configs to time (with --config-file: both); default: "
+                         + " ".join(DEFAULT_CONFIGS))
+    ap.add_argument("--predictor", action="store_true",
+                    help="also time InteractivePredictor.add_click, zoom-in/flip off and on")
+    ap.add_argument("--predictor-clicks", type=int, default=20,
+                    help="clicks per predictor session before reset() (with --predictor)")
+    ap.add_argument("--output", default=os.path.join("output", "benchmarks", "inference.json"))
+    ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                    help="config overrides applied to every config")
+    args = ap.parse_args(argv)
+
+    device = check_common_args(ap, args)
+    configs = ([args.config_file] if args.config_file else []) + (args.configs or [])
+    configs = configs or DEFAULT_CONFIGS
+    missing = [c for c in configs if not os.path.isfile(c)]
+    if missing:
+        ap.error(f"config file(s) not found: {', '.join(missing)}")
+    if len(args.opts) % 2:
+        ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    for config_file in configs:
+        try:
+            load_config(config_file, args.opts, device)
+        except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs reports unknown keys by assertion
+            ap.error(f"{config_file} with overrides {args.opts}: {e}")
+    if args.predictor_clicks < 1:
+        ap.error(f"--predictor-clicks must be >= 1, got {args.predictor_clicks}")
+    if args.predictor:
+        try:
+            import_interactive_predictor()
+        except RuntimeError as e:
+            ap.exit(1, f"{ap.prog}: error: {e}\n")
+    if device.type == "cpu":
+        for dtype in args.dtype:
+            if dtype == "fp16":
+                print("note: fp16 autocast on the CPU is slow on most CPUs; bf16 is the CPU half precision",
+                      flush=True)
+
+    results = run(args, device, configs)
+    columns = list(TABLE_COLUMNS)
+    if args.predictor:
+        columns += [(f"add_click {n} ms", f"pred_{n}", ".2f") for n in PREDICTOR_SETTINGS]
+    print(format_table(table_rows(results), columns))
+    report = {
+        "benchmark": "inference",
+        "config": {"configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
+                   "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1,
+                   "iters": args.iters, "warmup": args.warmup, "statistic": "median", "weights": "random",
+                   "predictor": args.predictor, "predictor_clicks_per_session": args.predictor_clicks,
+                   "torch_threads": torch.get_num_threads()},
+        "run": run_info(device),
+        "results": results,
+    }
+    write_json(report, args.output)
+    return report
+
+
+if __name__ == "__main__":
+    main()

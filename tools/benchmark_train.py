@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Training throughput of AdaptiveClick: samples/s and peak memory of one optimisation step; writes JSON.
+
+The step is the trainer's own: :class:`adaptiveclick.engine.IterativeClickTrainer` ``run_step`` (forward
+with the losses, non-finite check, backward through the gradient scaler, optional clipping, optimizer step)
+with the optimizer of ``ClickTrainer.build_optimizer`` (the config's SOLVER recipe), under the AMP setting
+``--amp`` (none = fp32; fp16 uses the gradient scaler).  Its random click rounds are switched off for this
+measurement; they are timed separately: ``--click-rounds`` rounds of ``IterativeClickTrainer.click_rounds``
+(no-grad eval-mode forward of the batch, probabilities fed back as ``prev_mask``, one new click per sample),
+reported per round.  Since the trainer draws the number of rounds uniformly from {0, ..., N}
+(N = ``INPUT.CLICKS.MAX_NUM_NEXT_CLICKS``), an average iteration costs step + N/2 rounds: that is
+``expected_iteration_ms`` and ``expected_samples_per_s``.
+
+Batches: ``--batch`` procedural images of the built-in synthetic dataset (generated into a temporary
+folder), each mapped once by ``ClickTrainingMapper`` (the training augmentation, crop ``INPUT.AUG.CROP_SIZE``
+or ``--size``, and the initial clicks of the multi-point sampler); the same mapped batch is fed at every
+iteration, so data loading is not part of the time, but the copy of the batch to the device is.  The model
+has random weights.  Peak memory: CUDA max allocated tensor memory; CPU process-wide max RSS (see
+adaptiveclick/utils/bench.py).
+
+    python tools/benchmark_train.py --device cuda                       # ViT-B batch 16, ViT-H batch 8, fp32 + bf16
+    python tools/benchmark_train.py --config-file configs/sbd/adaptiveclick_vit_b_448.yaml --batch 16 --amp bf16
+    python tools/benchmark_train.py --config-file configs/synthetic/tiny.yaml --batch 2 --iters 2 --warmup 1 \\
+        --click-rounds 1 --device cpu --output /tmp/train.json [KEY VALUE ...]
+"""
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from adaptiveclick.utils.bench import (build_benchmark_model, check_device, count_parameters,  # noqa: E402
+                                       format_table, load_config, peak_memory_mb, reset_peak_memory, time_fn)
+from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
+
+#: (config, batch) of the default run
+DEFAULT_RUNS = [("configs/sbd/adaptiveclick_vit_b_448.yaml", 16), ("configs/sbd/adaptiveclick_vit_h_448.yaml", 8)]
+AMP_CHOICES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def synthetic_batch(cfg, batch, seed=0):
+    """``batch`` samples of the synthetic dataset mapped by ``ClickTrainingMapper(cfg, is_train=True)``."""
+    from adaptiveclick.data.datasets.synthetic import load_synthetic
+    from adaptiveclick.data.mapper import ClickTrainingMapper
+
+    mapper = ClickTrainingMapper(cfg, is_train=True)
+    size = int(max(cfg.INPUT.AUG.CROP_SIZE))
+    with tempfile.TemporaryDirectory(prefix="adaptiveclick_bench_") as tmp:
+        dicts = load_synthetic("benchmark_train", batch, size, seed, tmp)
+        # the mapper reads the PNG now; the mapped samples hold tensors only
+        return [mapper(d, rng=np.random.default_rng([seed, i])) for i, d in enumerate(dicts)]
+
+
+def build_trainer(cfg, model, batch, amp):
+    """The trainer's inner loop around ``model`` with the config's optimizer; no click rounds in run_step,
+    no train-IoU forward; AMP as ``amp``."""
+    from adaptiveclick.engine import ClickTrainer, IterativeClickTrainer
+
+    optimizer = ClickTrainer.build_optimizer(cfg, model)
+    kwargs = ClickTrainer.inner_trainer_kwargs(cfg)
+    kwargs.update(max_click_rounds=0, train_iou_period=0, amp_dtype=AMP_CHOICES[amp])
+    return IterativeClickTrainer(model, itertools.repeat(batch), optimizer, **kwargs)
+
+
+def measure(cfg, config_file, batch_size, amp, args, device):
+    from detectron2.utils.events import EventStorage
+
+    model = build_benchmark_model(cfg, seed=args.seed).train()
+    batch = synthetic_batch(cfg, batch_size, seed=args.seed)
+    trainer = build_trainer(cfg, model, batch, amp)
+    row = {"config_file": config_file, "model": os.path.splitext(os.path.basename(config_file))[0],
+           "device": str(device), "amp": amp, "batch": batch_size, "crop_size": list(cfg.INPUT.AUG.CROP_SIZE),
+           "optimizer": type(trainer.optimizer).__name__, "params": count_parameters(model)}
+    with EventStorage(0):
+        def step():
+            trainer.run_step()
+            trainer.iter += 1
+
+        reset_peak_memory(device)
+        row["step"] = time_fn(step, args.warmup, args.iters, device)
+        peak = peak_memory_mb(device)
+        row["step_peak_memory_mb"], row["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
+        row["samples_per_s"] = batch_size / (row["step"]["median_ms"] / 1000.0)
+
+        if args.click_rounds:
+            rng = np.random.default_rng(args.seed)
+            reset_peak_memory(device)
+            rounds = time_fn(lambda: trainer.click_rounds(batch, args.click_rounds, rng), args.warmup, args.iters,
+                             device)
+            peak = peak_memory_mb(device)
+            row["click_rounds"] = dict(rounds, rounds=args.click_rounds)
+            row["click_round_ms"] = rounds["median_ms"] / args.click_rounds
+            row["click_rounds_peak_memory_mb"] = peak["peak_memory_mb"]
+            expected_rounds = cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS / 2.0
+            row["expected_rounds_per_iteration"] = expected_rounds
+            row["expected_iteration_ms"] = row["step"]["median_ms"] + expected_rounds * row["click_round_ms"]
+            row["expected_samples_per_s"] = batch_size / (row["expected_iteration_ms"] / 1000.0)
+    for key in ("samples_per_s", "expected_samples_per_s"):
+        if key in row and not (math.isfinite(row[key]) and row[key] > 0):
+            raise RuntimeError(f"{config_file} amp={amp}: non-finite or non-positive {key} = {row[key]!r}")
+    del trainer, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", default=None, metavar="FILE",
+                    help="config to time (default: ViT-B at batch 16 and ViT-H at batch 8, SBD configs)")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default 16 with --config-file)")
+    ap.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_CHOICES),
+                    help="mixed-precision settings to time (none = fp32)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--iters", type=int, default=20, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    ap.add_argument("--click-rounds", type=int, default=3, help="no-grad click rounds timed together (0 = skip)")
+    ap.add_argument("--size", type=int, default=None, help="square crop side (default INPUT.AUG.CROP_SIZE)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default=os.path.join("output", "benchmarks", "train.json"))
+    ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
+    args = ap.parse_args(argv)
+
+    try:
+        device = check_device(args.device)
+    except ValueError as e:
+        ap.error(f"--device: {e}")
+    for name, value, minimum in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0),
+                                 ("--click-rounds", args.click_rounds, 0)):
+        if value < minimum:
+            ap.error(f"{name} must be >= {minimum}, got {value}")
+    if args.batch is not None and args.batch < 1:
+        ap.error(f"--batch must be >= 1, got {args.batch}")
+    if args.size is not None and args.size < 32:
+        ap.error(f"--size must be >= 32, got {args.size}")
+    if len(args.opts) % 2:
+        ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    runs = [(args.config_file, args.batch or 16)] if args.config_file else \
+        [(c, args.batch or b) for c, b in DEFAULT_RUNS]
+    missing = [c for c, _ in runs if not os.path.isfile(c)]
+    if missing:
+        ap.error(f"config file(s) not found: {', '.join(missing)}")
+    if device.type == "cpu" and "fp16" in args.amp:
+        print("note: fp16 autocast on the CPU is slow on most CPUs; bf16 is the CPU half precision", flush=True)
+
+    opts = list(args.opts) + (["INPUT.AUG.CROP_SIZE", [args.size, args.size]] if args.size else [])
+    cfgs = []
+    for config_file, batch in runs:
+        try:
+            cfg = load_config(config_file, opts, device)
+        except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs reports unknown keys by assertion
+            ap.error(f"{config_file} with overrides {opts}: {e}")
+        if args.click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
+            ap.error(f"--click-rounds ({args.click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
+                     f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
+        cfgs.append((config_file, batch, cfg))
+    results = []
+    for config_file, batch, cfg in cfgs:
+        for amp in args.amp:
+            row = measure(cfg, config_file, batch, amp, args, device)
+            results.append(row)
+            print(f"{row['model']:28s} batch {batch:3d} amp {amp:4s} step {row['step']['median_ms']:10.1f} ms  "
+                  f"{row['samples_per_s']:8.2f} samples/s  peak {row['step_peak_memory_mb']:9.1f} MB", flush=True)
+
+    print(format_table([{"model": r["model"], "batch": r["batch"], "amp": r["amp"], "step": r["step"]["median_ms"],
+                         "sps": r["samples_per_s"], "peak": r["step_peak_memory_mb"],
+                         "round": r.get("click_round_ms"), "exp": r.get("expected_samples_per_s")}
+                        for r in results],
+                       [("model", "model", "s"), ("batch", "batch", "d"), ("amp", "amp", "s"),
+                        ("step ms", "step", ".1f"), ("samples/s", "sps", ".2f"), ("peak MB", "peak", ".1f"),
+                        ("click round ms", "round", ".1f"), ("samples/s incl. rounds", "exp", ".2f")]))
+    report = {
+        "benchmark": "train",
+        "config": {"runs": [{"config_file": c, "batch": b} for c, b in runs], "overrides": opts,
+                   "device": str(device), "amp": args.amp, "iters": args.iters, "warmup": args.warmup,
+                   "click_rounds": args.click_rounds, "statistic": "median", "weights": "random",
+                   "data": "synthetic dataset images mapped once by ClickTrainingMapper, same batch every step",
+                   "torch_threads": torch.get_num_threads()},
+        "run": run_info(device),
+        "results": results,
+    }
+    write_json(report, args.output)
+    return report
+
+
+if __name__ == "__main__":
+    main()
