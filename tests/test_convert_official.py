@@ -407,3 +407,23 @@ def test_cli_end_to_end(small, tmp_path, capsys):
     assert code == 2
     assert "backbone.net.blocks.3.norm2.weight" in capsys.readouterr().err
     assert not (tmp_path / "bad_out.pth").exists()
+
+
+def test_cli_positional_form_and_config_from_width(tmp_path):
+    """`convert_official_checkpoint.py OFFICIAL.pth OURS.pth [KEY VALUE ...]`; the config follows the ViT width."""
+    tool = _load_tool()
+    args = tool.parse_args(["a.pth", "b.pth", "--seed", "3", "MODEL.DEVICE", "cpu"])
+    assert (args.input, args.output, args.seed, args.opts) == ("a.pth", "b.pth", 3, ["MODEL.DEVICE", "cpu"])
+    args = tool.parse_args(["--input", "a.pth", "--output", "b.pth", "SOLVER.BASE_LR", "0.1"])
+    assert (args.input, args.output, args.opts) == ("a.pth", "b.pth", ["SOLVER.BASE_LR", "0.1"])
+    with pytest.raises(SystemExit):
+        tool.parse_args(["a.pth"])  # no output
+    for width, name in ((768, "adaptiveclick_vit_b_448.yaml"), (1024, "adaptiveclick_vit_l_448.yaml"),
+                        (1280, "adaptiveclick_vit_h_448.yaml")):
+        path = tool.default_config_file({"backbone.patch_embed.proj.weight": torch.zeros(width, 3, 1, 1)})
+        assert path == str((REPO / "configs" / "sbd" / name).resolve()) and os.path.isfile(path)
+    with pytest.raises(ValueError, match="--config-file"):
+        tool.default_config_file({"backbone.patch_embed.proj.weight": torch.zeros(96, 3, 1, 1)})
+    with pytest.raises(ValueError, match="--config-file"):
+        tool.default_config_file({})
+    assert tool.cli([str(tmp_path / "missing.pth"), str(tmp_path / "out.pth")]) == 2

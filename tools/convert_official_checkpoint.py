@@ -1,9 +1,13 @@
 #!/usr/bin/env python
 """Convert an official AdaptiveClick checkpoint (lab206/AdaptiveClick) into a checkpoint of our model.
 
+    python tools/convert_official_checkpoint.py OFFICIAL.pth OURS.pth          # config chosen from the weights
     python tools/convert_official_checkpoint.py --input adaptiveclick_base448_sbd.pth \
         --config-file configs/sbd/adaptiveclick_vit_b_448.yaml --output adaptiveclick_vit_b_448_sbd.pth \
         [--official-root /path/to/AdaptiveClick] [--trust-pickle] [KEY VALUE ...]
+
+Without ``--config-file`` our SBD config of the same ViT width is used (768 -> ViT-B, 1024 -> ViT-L,
+1280 -> ViT-H; the official models are 448 px); pass the config explicitly for anything else.
 
 The output ``{"model": state_dict, "__author__": ..., "matching_heuristics": False, "conversion": {...}}`` is
 written atomically, then loaded back into a model built from the config with strict key and shape checks.
@@ -28,16 +32,46 @@ logger = logging.getLogger("adaptiveclick.convert")
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="official checkpoint (.pth)")
-    parser.add_argument("--config-file", required=True, help="our config describing the same model")
-    parser.add_argument("--output", required=True, help="where to write our checkpoint (.pth)")
+    parser.add_argument("--input", default="", help="official checkpoint (.pth); or the first positional argument")
+    parser.add_argument("--config-file", default="",
+                        help="our config describing the same model (default: chosen from the ViT width)")
+    parser.add_argument("--output", default="", help="our checkpoint to write (.pth); or the second positional")
     parser.add_argument("--official-root", default="",
                         help="official AdaptiveClick checkout: verify the conversion against the official forward")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a full (unsafe) unpickle if the file holds objects outside the allow-list")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verification image and clicks")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    parser.add_argument("opts", nargs="*", default=[],
+                        help="[OFFICIAL.pth OURS.pth] then config overrides: KEY VALUE ...")
     return parser
+
+
+WIDTH_CONFIGS = {768: "adaptiveclick_vit_b_448.yaml", 1024: "adaptiveclick_vit_l_448.yaml",
+                 1280: "adaptiveclick_vit_h_448.yaml"}
+
+
+def parse_args(argv=None):
+    """Options anywhere; without --input/--output the first two positionals are the input and output files."""
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    opts = list(args.opts)
+    for name in ("input", "output"):
+        if not getattr(args, name):
+            if not opts or not opts[0].endswith((".pth", ".pt", ".pkl", ".ckpt")):
+                parser.error(f"give the {name} checkpoint, as --{name} or as a positional .pth path")
+            setattr(args, name, opts.pop(0))
+    args.opts = opts
+    return args
+
+
+def default_config_file(official_sd):
+    """Our SBD config whose ViT width matches the official weights (``backbone.patch_embed.proj.weight``)."""
+    weight = official_sd.get("backbone.patch_embed.proj.weight")
+    if weight is None or weight.ndim != 4 or int(weight.shape[0]) not in WIDTH_CONFIGS:
+        raise ValueError("cannot tell the model size from the checkpoint (backbone.patch_embed.proj.weight "
+                         f"{None if weight is None else tuple(weight.shape)}): pass --config-file")
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "sbd")
+    return os.path.normpath(os.path.join(root, WIDTH_CONFIGS[int(weight.shape[0])]))
 
 
 def load_cfg(config_file, opts):
@@ -92,7 +126,7 @@ def verify_against_official(cfg, model, official_sd, official_root, seed):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from detectron2.utils.logger import setup_logger
 
     setup_logger(name="adaptiveclick")
@@ -104,8 +138,11 @@ def main(argv=None):
     from adaptiveclick.utils import official
     from adaptiveclick.utils.run_info import run_info
 
-    cfg = load_cfg(args.config_file, args.opts)
     official_sd, official_config = official.read_official_checkpoint(args.input, trust_pickle=args.trust_pickle)
+    if not args.config_file:
+        args.config_file = default_config_file(official_sd)
+        logger.info(f"config chosen from the checkpoint's ViT width: {args.config_file}")
+    cfg = load_cfg(args.config_file, args.opts)
     model = build_model(cfg).eval()
     state = official.convert_official_state_dict(official_sd, cfg, template=model.state_dict(),
                                                  official_config=official_config)
