@@ -30,10 +30,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (DTYPES, autocast, build_benchmark_model, check_device,  # noqa: E402
+from adaptiveclick.utils.bench import (check_cli_args, save_report, DTYPES, autocast, build_benchmark_model,  # noqa: E402
                                        click_inputs, count_parameters, format_table, load_config,
                                        measure_click_model, peak_memory_mb, reset_peak_memory, time_fn)
-from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 DEFAULT_CONFIGS = [f"configs/sbd/adaptiveclick_vit_{s}_448.yaml" for s in ("b", "l", "h")]
 PREDICTOR_SETTINGS = {"plain": (False, False), "zoom_in+flip": (True, True)}
@@ -55,18 +54,7 @@ def base_parser(description):
 
 def check_common_args(ap, args):
     """argparse errors (exit 2, message naming the value) for the measurement arguments; returns the device."""
-    if args.iters < 1:
-        ap.error(f"--iters must be >= 1, got {args.iters}")
-    if args.warmup < 0:
-        ap.error(f"--warmup must be >= 0, got {args.warmup}")
-    if args.size < 32:
-        ap.error(f"--size must be >= 32, got {args.size}")
-    if args.num_clicks < 1:
-        ap.error(f"--num-clicks must be >= 1, got {args.num_clicks}")
-    try:
-        return check_device(args.device)
-    except ValueError as e:
-        ap.error(f"--device: {e}")
+    return check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--size": 32, "--num-clicks": 1})
 
 
 def import_interactive_predictor():
@@ -196,8 +184,6 @@ def main(argv=None):
     missing = [c for c in configs if not os.path.isfile(c)]
     if missing:
         ap.error(f"config file(s) not found: {', '.join(missing)}")
-    if len(args.opts) % 2:
-        ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
     for config_file in configs:
         try:
             load_config(config_file, args.opts, device)
@@ -221,18 +207,11 @@ def main(argv=None):
     if args.predictor:
         columns += [(f"add_click {n} ms", f"pred_{n}", ".2f") for n in PREDICTOR_SETTINGS]
     print(format_table(table_rows(results), columns))
-    report = {
-        "benchmark": "inference",
-        "config": {"configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
-                   "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1,
-                   "iters": args.iters, "warmup": args.warmup, "statistic": "median", "weights": "random",
-                   "predictor": args.predictor, "predictor_clicks_per_session": args.predictor_clicks,
-                   "torch_threads": torch.get_num_threads()},
-        "run": run_info(device),
-        "results": results,
-    }
-    write_json(report, args.output)
-    return report
+    return save_report("inference", {
+        "configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
+        "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
+        "warmup": args.warmup, "statistic": "median", "weights": "random", "predictor": args.predictor,
+        "predictor_clicks_per_session": args.predictor_clicks}, device, results, args.output)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (DTYPES, autocast, build_benchmark_model, check_device,  # noqa: E402
+from adaptiveclick.utils.bench import (check_cli_args, save_report, DTYPES, autocast, build_benchmark_model,  # noqa: E402
                                        click_inputs, count_parameters, format_table, load_config,
                                        measure_click_model, reset_peak_memory, time_forward_and_click)
-from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 SIZE_CONFIGS = {"base": "configs/sbd/adaptiveclick_vit_b_448.yaml", "large": "configs/sbd/adaptiveclick_vit_l_448.yaml",
                 "huge": "configs/sbd/adaptiveclick_vit_h_448.yaml"}
@@ -154,16 +153,7 @@ def main(argv=None):
                     help="overrides of our config(s); the official model follows them")
     args = ap.parse_args(argv)
 
-    try:
-        device = check_device(args.device)
-    except ValueError as e:
-        ap.error(f"--device: {e}")
-    for flag, value, minimum in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0),
-                                 ("--num-clicks", args.num_clicks, 1)):
-        if value < minimum:
-            ap.error(f"{flag} must be >= {minimum}, got {value}")
-    if len(args.opts) % 2:
-        ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--num-clicks": 1})
     runs = [(os.path.splitext(os.path.basename(args.config_file))[0], args.config_file)] if args.config_file \
         else [(s, SIZE_CONFIGS[s]) for s in dict.fromkeys(args.sizes)]
     missing = [c for _, c in runs if not os.path.isfile(c)]
@@ -202,18 +192,11 @@ def main(argv=None):
          ("fwd official ms", "ff", ".2f"), ("ratio", "rf", ".3f"), ("click ours ms", "ow", ".2f"),
          ("click official ms", "fw", ".2f"), ("ratio", "rw", ".3f"), ("peak ours MB", "om", ".1f"),
          ("peak official MB", "fm", ".1f"), ("params ours M", "op", ".2f"), ("params official M", "fp", ".2f")]))
-    report = {
-        "benchmark": "official_vs_ours",
-        "config": {"runs": [{"name": n, "config_file": c} for n, c in runs], "overrides": list(args.opts),
-                   "official_root": api.root, "official_stand_ins": api.stand_ins, "device": str(device),
-                   "dtypes": args.dtype, "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
-                   "warmup": args.warmup, "statistic": "median", "weights": "random",
-                   "torch_threads": torch.get_num_threads()},
-        "run": run_info(device),
-        "results": results,
-    }
-    write_json(report, args.output)
-    return report
+    return save_report("official_vs_ours", {
+        "runs": [{"name": n, "config_file": c} for n, c in runs], "overrides": list(args.opts),
+        "official_root": api.root, "official_stand_ins": api.stand_ins, "device": str(device),
+        "dtypes": args.dtype, "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
+        "warmup": args.warmup, "statistic": "median", "weights": "random"}, device, results, args.output)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (build_benchmark_model, check_device, count_parameters,  # noqa: E402
+from adaptiveclick.utils.bench import (check_cli_args, save_report, build_benchmark_model, count_parameters,  # noqa: E402
                                        format_table, load_config, peak_memory_mb, reset_peak_memory, time_fn)
-from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 #: (config, batch) of the default run
 DEFAULT_RUNS = [("configs/sbd/adaptiveclick_vit_b_448.yaml", 16), ("configs/sbd/adaptiveclick_vit_h_448.yaml", 8)]
@@ -127,20 +126,8 @@ def main(argv=None):
     ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
     args = ap.parse_args(argv)
 
-    try:
-        device = check_device(args.device)
-    except ValueError as e:
-        ap.error(f"--device: {e}")
-    for name, value, minimum in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0),
-                                 ("--click-rounds", args.click_rounds, 0)):
-        if value < minimum:
-            ap.error(f"{name} must be >= {minimum}, got {value}")
-    if args.batch is not None and args.batch < 1:
-        ap.error(f"--batch must be >= 1, got {args.batch}")
-    if args.size is not None and args.size < 32:
-        ap.error(f"--size must be >= 32, got {args.size}")
-    if len(args.opts) % 2:
-        ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--click-rounds": 0, "--batch": 1,
+                                       "--size": 32})
     runs = [(args.config_file, args.batch or 16)] if args.config_file else \
         [(c, args.batch or b) for c, b in DEFAULT_RUNS]
     missing = [c for c, _ in runs if not os.path.isfile(c)]
@@ -175,18 +162,12 @@ def main(argv=None):
                        [("model", "model", "s"), ("batch", "batch", "d"), ("amp", "amp", "s"),
                         ("step ms", "step", ".1f"), ("samples/s", "sps", ".2f"), ("peak MB", "peak", ".1f"),
                         ("click round ms", "round", ".1f"), ("samples/s incl. rounds", "exp", ".2f")]))
-    report = {
-        "benchmark": "train",
-        "config": {"runs": [{"config_file": c, "batch": b} for c, b in runs], "overrides": opts,
-                   "device": str(device), "amp": args.amp, "iters": args.iters, "warmup": args.warmup,
-                   "click_rounds": args.click_rounds, "statistic": "median", "weights": "random",
-                   "data": "synthetic dataset images mapped once by ClickTrainingMapper, same batch every step",
-                   "torch_threads": torch.get_num_threads()},
-        "run": run_info(device),
-        "results": results,
-    }
-    write_json(report, args.output)
-    return report
+    return save_report("train", {
+        "runs": [{"config_file": c, "batch": b} for c, b in runs], "overrides": opts, "device": str(device),
+        "amp": args.amp, "iters": args.iters, "warmup": args.warmup, "click_rounds": args.click_rounds,
+        "statistic": "median", "weights": "random",
+        "data": "synthetic dataset images mapped once by ClickTrainingMapper, same batch every step"},
+        device, results, args.output)
 
 
 if __name__ == "__main__":

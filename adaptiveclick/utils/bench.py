@@ -296,3 +296,29 @@ def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape
     peak = peak_memory_mb(device)
     result["peak_memory_mb"], result["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
     return result
+
+
+def check_cli_args(ap, args, minimums: Dict[str, int]):
+    """Common argument checks of the benchmark tools, as ``ap.error`` (exit 2, naming the value): each
+    ``--flag`` in ``minimums`` (flag -> least value; unset (None) values pass), KEY VALUE pairs in
+    ``args.opts``, and ``args.device``.  Returns the checked ``torch.device``."""
+    for flag, minimum in minimums.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and value < minimum:
+            ap.error(f"{flag} must be >= {minimum}, got {value}")
+    if len(getattr(args, "opts", None) or []) % 2:
+        ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    try:
+        return check_device(args.device)
+    except ValueError as e:
+        ap.error(f"--device: {e}")
+
+
+def save_report(benchmark: str, config: dict, device, results, output: str) -> dict:
+    """Write ``{"benchmark", "config" (+ torch_threads), "run": run_info, "results"}`` as JSON; returns it."""
+    from adaptiveclick.utils.run_info import run_info, write_json
+
+    report = {"benchmark": benchmark, "config": dict(config, torch_threads=torch.get_num_threads()),
+              "run": run_info(device), "results": results}
+    write_json(report, output)
+    return report
