@@ -127,9 +127,6 @@ def verify_against_official(cfg, model, official_sd, official_root, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    from detectron2.utils.logger import setup_logger
-
-    setup_logger(name="adaptiveclick")
     import torch
     from detectron2.modeling import build_model
 
@@ -195,4 +192,7 @@ def cli(argv=None):
 
 
 if __name__ == "__main__":
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="adaptiveclick")  # here, not in main(): a caller of main()/cli() keeps its own logging
     sys.exit(cli())

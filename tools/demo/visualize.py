@@ -73,12 +73,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from detectron2.utils.logger import setup_logger
     from PIL import Image
 
     from adaptiveclick.inference import InteractivePredictor
 
-    setup_logger(name="adaptiveclick")
     log = logging.getLogger("adaptiveclick")
     clicks = parse_clicks(args.clicks)
     if not os.path.isfile(args.image):
@@ -106,6 +104,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="adaptiveclick")  # here, not in main(): a caller of main() keeps its own logging
     try:
         sys.exit(main())
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
