@@ -368,3 +368,26 @@ def test_encoder_reference_points():
     expected = [[0.25, 0.5], [0.75, 0.5], [0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]  # (x, y)
     torch.testing.assert_close(ref[0, :, 0], torch.tensor(expected))
     torch.testing.assert_close(ref[0, :, 1], ref[0, :, 0])
+
+
+def test_deformable_encoder_reuses_its_index_tensors():
+    """The encoder hands the op the same spatial_shapes / level_start_index tensors every forward (their values
+    are then read once, not once per layer and forward: a host sync each on CUDA), with the right values."""
+    from adaptiveclick.modeling.pixel_decoder.pmmd import DeformableEncoder
+
+    torch.manual_seed(0)
+    enc = DeformableEncoder(d_model=8, nhead=2, num_layers=2, dim_feedforward=16, num_levels=2, n_points=2).eval()
+    seen = []
+    for layer in enc.encoder.layers:
+        layer.register_forward_pre_hook(lambda mod, args: seen.append((args[3], args[4])))
+    srcs = [torch.randn(1, 8, 3, 4), torch.randn(1, 8, 2, 2)]
+    with torch.inference_mode():  # as the predictor runs it: the cached tensors must still be normal tensors
+        first = enc(srcs, [torch.zeros_like(s) for s in srcs])
+        second = enc(srcs, [torch.zeros_like(s) for s in srcs])
+    assert not seen[0][0].is_inference() and not seen[0][1].is_inference()
+    assert len(seen) == 4 and all(s[0] is seen[0][0] and s[1] is seen[0][1] for s in seen)
+    assert seen[0][0].tolist() == [[3, 4], [2, 2]] and seen[0][1].tolist() == [0, 12]
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+    enc([torch.randn(1, 8, 2, 2), torch.randn(1, 8, 1, 1)], [torch.zeros(1, 8, 2, 2), torch.zeros(1, 8, 1, 1)])
+    assert seen[-1][0].tolist() == [[2, 2], [1, 1]] and seen[-1][1].tolist() == [0, 4]  # another size: new tensors

@@ -155,6 +155,37 @@ def test_empty_query_set():
     assert value.grad.abs().sum() == 0
 
 
+def test_index_values_are_read_once_per_tensor_and_reread_after_changes(monkeypatch):
+    """The op reads spatial_shapes / level_start_index values once per tensor (on CUDA each read is a host
+    synchronisation); an in-place change or a new tensor is read and checked again."""
+    import gc
+
+    value, ss, st, loc, w = make_problem([(3, 4), (2, 2)])
+    expected = ms_deform_attn(value, ss, st, loc, w, impl="pytorch")
+    calls = []
+    real_tolist = torch.Tensor.tolist
+
+    def counting_tolist(t):
+        calls.append(id(t))
+        return real_tolist(t)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
+    for _ in range(3):
+        torch.testing.assert_close(ms_deform_attn(value, ss, st, loc, w, impl="cpu"), expected)
+    assert id(ss) not in calls and id(st) not in calls  # read by the first call above, never again
+    ss[0, 1] = 5  # in place: the version counter changes, the values are read and checked again
+    with pytest.raises(ValueError, match="level_start_index|sum to"):
+        ms_deform_attn(value, ss, st, loc, w, impl="cpu")
+    assert id(ss) in calls
+    fresh = torch.tensor([[3, 4], [2, 2]])
+    torch.testing.assert_close(ms_deform_attn(value, fresh, st, loc, w, impl="cpu"), expected)
+    key = id(fresh)
+    assert key in msda_function._INDEX_CACHE
+    del fresh
+    gc.collect()
+    assert key not in msda_function._INDEX_CACHE  # entries die with their tensor
+
+
 # ---------------------------------------------------------------- dispatch
 
 
@@ -187,7 +218,7 @@ def test_bad_inputs_raise_clear_errors():
     value, ss, st, loc, w = make_problem([(4, 5), (2, 3)])
     with pytest.raises(ValueError, match="value must be"):
         ms_deform_attn(value[0], ss, st, loc, w)
-    with pytest.raises(ValueError, match="sum to"):
+    with pytest.raises(ValueError, match="level_start_index|sum to"):
         ms_deform_attn(value[:, :-1], ss, st, loc, w)
     with pytest.raises(TypeError, match="spatial_shapes must be an integer"):
         ms_deform_attn(value, ss.double(), st, loc, w)
@@ -277,3 +308,12 @@ def test_cuda_kernel_low_precision(dtype, tol):
         assert a.dtype == dtype, name
         scale = b.abs().max().item() + 1e-6
         assert (a.double() - b).abs().max().item() <= tol * 4 * scale, name
+
+
+def test_index_tensors_made_in_inference_mode_are_read_every_time():
+    value, ss, st, loc, w = make_problem([(3, 4), (2, 2)])
+    with torch.inference_mode():
+        ss_inf, st_inf = ss.clone(), st.clone()
+        out = ms_deform_attn(value, ss_inf, st_inf, loc, w, impl="cpu")
+    assert id(ss_inf) not in msda_function._INDEX_CACHE
+    torch.testing.assert_close(out, ms_deform_attn(value, ss, st, loc, w, impl="pytorch"))

@@ -14,6 +14,7 @@ that says why.  Nothing here fails at import time: a missing or broken extension
 
 import importlib
 import os
+import weakref
 
 import torch
 from torch.autograd import Function
@@ -87,6 +88,31 @@ def resolve_impl(impl=None, device="cpu"):
     return "pytorch"
 
 
+# Host copies of index tensors already read, keyed by id(tensor) -> (weakref, version, values).  Reading a CUDA
+# tensor's values synchronises the host with the GPU; a caller that passes the same spatial_shapes /
+# level_start_index tensors every forward (the PMMD encoder does) pays that once, not once per layer and
+# forward.  An entry is used only while the weakref still points at the very tensor and its version counter
+# (bumped by every in-place change) is unchanged; it is dropped when the tensor is freed.
+_INDEX_CACHE = {}
+
+
+def _tensor_values(t):
+    if t.is_inference():  # no version counter to notice in-place changes: read every time
+        return t.tolist()
+    key = id(t)
+    hit = _INDEX_CACHE.get(key)
+    if hit is not None and hit[0]() is t and hit[1] == t._version:
+        return hit[2]
+    values = t.tolist()
+    _INDEX_CACHE[key] = (weakref.ref(t, lambda _, k=key: _INDEX_CACHE.pop(k, None)), t._version, values)
+    return values
+
+
+def _index_values(spatial_shapes, level_start_index):
+    """Python lists of the values of ``spatial_shapes`` and ``level_start_index`` (see ``_INDEX_CACHE``)."""
+    return _tensor_values(spatial_shapes), _tensor_values(level_start_index)
+
+
 def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     def need(cond, msg):
         if not cond:
@@ -131,8 +157,7 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
          f"without the last axis), got {tuple(attention_weights.shape)}")
     need(level_start_index.shape[0] == num_levels,
          f"level_start_index has {level_start_index.shape[0]} entries but spatial_shapes has {num_levels} levels")
-    shapes = spatial_shapes.tolist()
-    starts = level_start_index.tolist()
+    shapes, starts = _index_values(spatial_shapes, level_start_index)
     expect_start = 0
     for lvl, ((h, w), st) in enumerate(zip(shapes, starts)):
         need(h > 0 and w > 0, f"spatial_shapes[{lvl}] = {[h, w]} must be positive")

@@ -97,6 +97,24 @@ class DeformableEncoder(nn.Module):
         if self.level_embed is not None:
             nn.init.normal_(self.level_embed)
 
+    def _index_tensors(self, shapes, device):
+        """``spatial_shapes`` and ``level_start_index`` for these level sizes, made once per (sizes, device) and
+        reused, so that the operator's input check reads their values from the GPU only once (no host
+        synchronisation in later forwards; see ``_INDEX_CACHE`` of the op)."""
+        cache = self.__dict__.setdefault("_index_cache", {})
+        key = (shapes, str(device))
+        if key not in cache:
+            if len(cache) >= 16:  # a handful of input sizes in practice; never grow without bound
+                cache.clear()
+            sizes = [h * w for h, w in shapes]
+            # made outside inference mode even when called inside it: normal tensors keep the version counter
+            # the op's cache relies on (inference tensors have none)
+            with torch.inference_mode(False):
+                cache[key] = (torch.as_tensor(shapes, dtype=torch.long, device=device),
+                              torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long,
+                                              device=device))
+        return cache[key]
+
     def forward(self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]):
         """srcs/pos_embeds: per level (B, C, H_l, W_l). Returns the encoded maps, same shapes."""
         if not len(self.encoder.layers):
@@ -106,10 +124,8 @@ class DeformableEncoder(nn.Module):
         pos = torch.cat([(p.flatten(2) + self.level_embed[i][None, :, None]).transpose(1, 2)
                          for i, p in enumerate(pos_embeds)], dim=1)
         device = flat.device
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
         sizes = [h * w for h, w in shapes]
-        level_start_index = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long,
-                                            device=device)
+        spatial_shapes, level_start_index = self._index_tensors(tuple(shapes), device)
         ref = encoder_reference_points(shapes, len(shapes), device).expand(flat.shape[0], -1, -1, -1)
         out = flat
         for layer in self.encoder.layers:
