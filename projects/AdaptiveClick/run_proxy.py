@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The proxy experiment of the paper's loss comparison on the built-in synthetic dataset, in one command.
 
-    python projects/AdaptiveClick/run_proxy.py                      # CPU, the quick-start budget per variant
+    python projects/AdaptiveClick/run_proxy.py                      # CPU, 1500 iterations per variant
     python projects/AdaptiveClick/run_proxy.py --device cuda --iters 6000 --num-val 200
 
 Trains every variant of ``configs/proxy/`` (AdaptiveClick with AFL, BCE, FL and NFL as the mask loss, and the
