@@ -365,3 +365,23 @@ def add_adaptiveclick_config(cfg):
     _add_datasets_config(cfg)
     _add_trainer_config(cfg)
     return cfg
+
+
+def load_config_file(config_file, opts=()):
+    """A new (unfrozen) config: detectron2 defaults + the adaptiveclick keys + ``config_file`` + ``opts``
+    (KEY VALUE ...).  A missing file raises FileNotFoundError naming it, an odd ``opts`` ValueError; unknown
+    keys raise as in detectron2, naming the key."""
+    import os
+
+    from detectron2.config import get_cfg
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file!r}")
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {opts}")
+    cfg = get_cfg()
+    add_adaptiveclick_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    return cfg

@@ -75,18 +75,9 @@ def default_config_file(official_sd):
 
 
 def load_cfg(config_file, opts):
-    from detectron2.config import get_cfg
+    from adaptiveclick.config import load_config_file
 
-    from adaptiveclick.config import add_adaptiveclick_config
-
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist")
-    if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {opts}")
-    cfg = get_cfg()
-    add_adaptiveclick_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = load_config_file(config_file, opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.VIT.PRETRAINED = ""  # the converted weights replace any MAE initialisation
     cfg.MODEL.WEIGHTS = ""

@@ -124,16 +124,9 @@ class InteractivePredictor:
                          zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
                          threshold: Optional[float] = None) -> "InteractivePredictor":
         """Build from a YAML config (``opts``: KEY VALUE overrides; ``weights`` sets MODEL.WEIGHTS)."""
-        from detectron2.config import get_cfg
+        from adaptiveclick.config import load_config_file
 
-        from adaptiveclick.config import add_adaptiveclick_config
-
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"config file not found: {config_file}")
-        cfg = get_cfg()
-        add_adaptiveclick_config(cfg)
-        cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
+        cfg = load_config_file(config_file, opts)
         if weights:
             cfg.MODEL.WEIGHTS = weights
         if device is not None:

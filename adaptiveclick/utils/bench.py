@@ -19,7 +19,6 @@
 
 import contextlib
 import math
-import os
 import resource
 import statistics
 import sys
@@ -186,18 +185,9 @@ def load_config(config_file: str, opts: Sequence = (), device="cpu"):
 
     FileNotFoundError names a missing file; unknown keys raise as in detectron2 (naming the key).
     """
-    from detectron2.config import get_cfg
+    from adaptiveclick.config import load_config_file
 
-    from adaptiveclick.config import add_adaptiveclick_config
-
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file!r}")
-    if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
-    cfg = get_cfg()
-    add_adaptiveclick_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = load_config_file(config_file, opts)
     cfg.MODEL.DEVICE = str(torch.device(device))
     cfg.freeze()
     return cfg
