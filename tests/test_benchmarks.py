@@ -66,11 +66,14 @@ def tool_runs(tmp_path_factory):
         specs["official"] = ("benchmark_official.py",
                              ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--iters", "2", "--warmup",
                               "0", "--dtype", "fp32", "--device", "cpu"])
+        specs["official_train"] = ("benchmark_official.py",
+                                   ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--train", "--batch", "2",
+                                    "--iters", "2", "--warmup", "0", "--click-rounds", "1", "--device", "cpu"])
     runs = {}
     for key, (script, args) in specs.items():
         out = tmp / f"{key}.json"
         # config overrides (KEY VALUE) must come last
-        extra = TINY_OFFICIAL_OPTS if key == "official" else []
+        extra = TINY_OFFICIAL_OPTS if key.startswith("official") else []
         runs[key] = (script, _start_tool(script, args + ["--output", str(out)] + extra), out)
     yield runs
     for _, proc, _ in runs.values():
@@ -98,13 +101,19 @@ def _tiny_params(opts=()):
     return sum(p.numel() for p in bench.build_benchmark_model(cfg).parameters())
 
 
-def _main_exit(module_name, argv):
-    """Run ``tools/<module_name>.py``'s main(argv) in this process; returns (exit code, stderr)."""
+def _load_tool(module_name):
+    """``tools/<module_name>.py`` imported as a module (its main() not run)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"_bench_{module_name}", os.path.join(TOOLS, module_name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def _main_exit(module_name, argv):
+    """Run ``tools/<module_name>.py``'s main(argv) in this process; returns (exit code, stderr)."""
+    module = _load_tool(module_name)
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
         module.main(argv)
@@ -250,6 +259,60 @@ def test_benchmark_official_tiny(tool_runs):
     assert "click official ms" in stdout
 
 
+@pytest.mark.skipif(not HAS_OFFICIAL, reason=f"no official AdaptiveClick checkout at {OFFICIAL_ROOT}")
+def test_benchmark_official_train_tiny(tool_runs):
+    report, stdout = _finish(tool_runs["official_train"])
+    assert report["benchmark"] == "official_vs_ours_train"
+    _check_run_info(report)
+    assert report["config"]["mode"] == "train" and report["config"]["amp"] == ["none"]
+    (r,) = report["results"]
+    # both train on the official model's fixed input size, whatever the config's crop
+    assert r["batch"] == 2 and r["amp"] == "none" and r["crop_size"] == [224, 224]
+    ours, theirs = r["ours"], r["official"]
+    assert ours["crop_size"] == [224, 224]
+    assert ours["params"]["total"] == _tiny_params(TINY_OFFICIAL_OPTS)
+    assert ours["optimizer"] == theirs["optimizer"] == "Adam" and theirs["amp"] == "none"
+    # the official get_optimizer: one parameter group per parameter tensor
+    assert theirs["param_groups"] > 100
+    for side in (ours, theirs):
+        _check_timing(side["step"], 2)
+        _check_timing(side["click_rounds"], 2)
+        assert side["samples_per_s"] == pytest.approx(2 / (side["step"]["median_ms"] / 1000))
+        assert side["expected_rounds_per_iteration"] == 1.5  # both recipes: 0..3 rounds
+    ratio = r["ratio_ours_over_official"]
+    assert ratio["samples_per_s"] == pytest.approx(ours["samples_per_s"] / theirs["samples_per_s"])
+    assert ratio["expected_samples_per_s"] == pytest.approx(ours["expected_samples_per_s"]
+                                                            / theirs["expected_samples_per_s"])
+    assert "samples/s official" in stdout
+
+
+def test_benchmark_inference_compiled_predictor_settings(tmp_path, monkeypatch):
+    """--compile adds the compiled predictor settings and records how the wrapper ran; torch.compile is
+    replaced by an identity here (the real compiler is tested in tests/test_compile.py)."""
+    compiled = []
+
+    def fake_compile(fn, mode):
+        compiled.append(mode)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    out = tmp_path / "inference.json"
+    report = _load_tool("benchmark_inference").main(["--config-file", TINY, "--size", "64", "--iters", "2", "--warmup", "1", "--device", "cpu",
+                          "--dtype", "fp32", "--predictor", "--predictor-clicks", "2", "--compile",
+                          "--output", str(out)])
+    assert json.loads(out.read_text())["config"]["compile"] is True
+    (r,) = report["results"]
+    settings = r["predictor_add_click"]
+    assert set(settings) == {"plain", "zoom_in+flip", "plain+compile", "zoom_in+flip+compile"}
+    assert compiled == ["default", "default"]  # one wrapper per compiled setting, CPU default mode
+    for name, p in settings.items():
+        assert p["compile"] == name.endswith("+compile")
+        if p["compile"]:
+            # 1 warm-up + 2 timed clicks, each one network call, all through the (fake) compiled function
+            assert (p["compiled_calls"], p["eager_calls"], p["compile_failure"]) == (3, 0, None)
+            assert p["compile_mode"] == "default"
+
+
 # -- bad arguments ----------------------------------------------------------------------------------------
 
 
@@ -261,12 +324,15 @@ def test_bad_arguments_exit_with_a_message(tmp_path):
         ("benchmark_inference", ["--config-file", TINY, "--dtype", "fp8"] + out, "fp8"),
         ("benchmark_inference", ["--config-file", TINY, "--iters", "0"] + out, "--iters"),
         ("benchmark_inference", ["--config-file", TINY] + out + ["MODEL.VIT.NO_SUCH_KEY", "3"], "NO_SUCH_KEY"),
+        ("benchmark_inference", ["--config-file", TINY, "--compile"] + out, "add --predictor"),
         ("benchmark_train", ["--config-file", missing] + out, "nope.yaml"),
         ("benchmark_train", ["--config-file", TINY, "--batch", "0"] + out, "--batch"),
         ("benchmark_train", ["--config-file", TINY] + out + ["SOLVER.NO_SUCH_KEY", "1"], "NO_SUCH_KEY"),
         ("benchmark_train", ["--config-file", TINY, "--amp", "fp8"] + out, "fp8"),
         ("benchmark_official", ["--config-file", missing] + out, "nope.yaml"),
         ("benchmark_official", ["--config-file", TINY, "--dtype", "int8"] + out, "int8"),
+        ("benchmark_official", ["--config-file", TINY, "--train", "--batch", "0"] + out + TINY_OFFICIAL_OPTS, "--batch"),
+        ("benchmark_official", ["--config-file", TINY, "--train", "--amp", "fp8"] + out, "fp8"),
         # the tiny config's 4-token windows and 128 px input have no official equivalent
         ("benchmark_official", ["--config-file", TINY] + out, "no official AdaptiveClick equivalent"),
         ("benchmark_official", ["--config-file", TINY, "--official-root", str(tmp_path)] + out + TINY_OFFICIAL_OPTS,

@@ -11,17 +11,20 @@ runs after ``--warmup`` untimed ones, of
   (``TEST.NOC.PRED_THRESHOLD``) and the binary mask back in host memory;
 * with ``--predictor``: ``InteractivePredictor.add_click`` (adaptiveclick.inference) on a ``--size`` image,
   zoom-in and flip off (``plain``) and on (``zoom_in+flip``); the click history is reset (inside the timed
-  call) after every ``--predictor-clicks`` clicks;
+  call) after every ``--predictor-clicks`` clicks; with ``--compile`` also both settings with
+  ``compile=True`` (``plain+compile``, ``zoom_in+flip+compile``: torch.compile of the network, CUDA graphs on
+  CUDA, compiled during the warm-up; the JSON says whether compiling fell back to eager);
 
 plus the peak memory (CUDA: max allocated tensor memory; CPU: process-wide max RSS, see
 adaptiveclick/utils/bench.py) and the parameter count.
 
     python tools/benchmark_inference.py --device cuda --dtype fp32 bf16            # ViT-B/L/H, 448 px
+    python tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml --device cuda \
+        --dtype bf16 --predictor --compile --warmup 10
     python tools/benchmark_inference.py --config-file configs/synthetic/tiny.yaml --size 128 --iters 3 \\
         --warmup 1 --device cpu --output /tmp/inference.json [KEY VALUE ...]
 """
 
-import argparse
 import math
 import os
 import sys
@@ -30,26 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (check_cli_args, save_report, DTYPES, autocast, build_benchmark_model,  # noqa: E402
+from adaptiveclick.utils.bench import (autocast, benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
+                                       cli_load_config, save_report,
                                        click_inputs, count_parameters, format_table, load_config,
                                        measure_click_model, peak_memory_mb, reset_peak_memory, time_fn)
 
 DEFAULT_CONFIGS = [f"configs/sbd/adaptiveclick_vit_{s}_448.yaml" for s in ("b", "l", "h")]
 PREDICTOR_SETTINGS = {"plain": (False, False), "zoom_in+flip": (True, True)}
-
-
-def base_parser(description):
-    """The parser's measurement arguments (device, precisions, iterations, image and clicks)."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES),
-                    help="autocast precisions to time (fp32 = autocast off)")
-    ap.add_argument("--iters", type=int, default=50, help="timed runs per measurement (median reported)")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed runs before each measurement")
-    ap.add_argument("--size", type=int, default=448, help="square image side in pixels")
-    ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input of a timed click")
-    ap.add_argument("--seed", type=int, default=0)
-    return ap
 
 
 def check_common_args(ap, args):
@@ -76,15 +66,24 @@ def zoom_in_params(cfg):
                         min_crop_size=z.MIN_CROP_SIZE, recompute_iou=z.RECOMPUTE_IOU, prob_threshold=z.PROB_THRESHOLD)
 
 
-def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_per_session, seed):
-    """ms per ``add_click`` of ``InteractivePredictor`` in each PREDICTOR_SETTINGS entry (zoom-in parameters
-    and threshold of ``cfg.TEST.NOC``)."""
+def predictor_settings(compile_too):
+    """(name, zoom_in, flip, compile) of the timed predictor settings; ``+compile`` variants with ``--compile``."""
+    out = [(name, z, f, False) for name, (z, f) in PREDICTOR_SETTINGS.items()]
+    if compile_too:
+        out += [(name + "+compile", z, f, True) for name, (z, f) in PREDICTOR_SETTINGS.items()]
+    return out
+
+
+def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_per_session, seed, compile_too=False):
+    """ms per ``add_click`` of ``InteractivePredictor`` in each setting of :func:`predictor_settings` (zoom-in
+    parameters and threshold of ``cfg.TEST.NOC``).  Compiled settings compile during the warm-up clicks (one
+    compilation per input shape: the full image, then the zoom-in target size)."""
     InteractivePredictor = import_interactive_predictor()
     out = {}
     h, w = image.shape[:2]
-    for name, (zoom_in, flip) in PREDICTOR_SETTINGS.items():
+    for name, zoom_in, flip, compiled in predictor_settings(compile_too):
         predictor = InteractivePredictor(model, device=device, zoom_in=zoom_in_params(cfg) if zoom_in else False,
-                                         flip=flip, threshold=cfg.TEST.NOC.PRED_THRESHOLD)
+                                         flip=flip, threshold=cfg.TEST.NOC.PRED_THRESHOLD, compile=compiled)
         predictor.set_image(image)
         rng = np.random.default_rng(seed)
         points = [(int(r), int(c)) for r, c in zip(rng.integers(h // 4, 3 * h // 4, 64),
@@ -103,8 +102,14 @@ def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_pe
         reset_peak_memory(device)
         timing = time_fn(add_click, warmup, iters, device)
         peak = peak_memory_mb(device)
-        out[name] = dict(timing, zoom_in=zoom_in, flip=flip, peak_memory_mb=peak["peak_memory_mb"],
+        out[name] = dict(timing, zoom_in=zoom_in, flip=flip, compile=compiled, peak_memory_mb=peak["peak_memory_mb"],
                          peak_memory_kind=peak["kind"])
+        if compiled:
+            wrapper = model.compiled_network
+            out[name].update(compile_mode=wrapper.mode, compiled_calls=wrapper.compiled_calls,
+                             eager_calls=wrapper.eager_calls,
+                             compile_failure=None if wrapper.failure is None else repr(wrapper.failure)[:500])
+            model.uncompile_network()
     return out
 
 
@@ -134,7 +139,8 @@ def run(args, device, configs):
                    "params": params, **r}
             if args.predictor:
                 row["predictor_add_click"] = measure_predictor(model, cfg, image, device, dtype, args.iters,
-                                                               args.warmup, args.predictor_clicks, args.seed)
+                                                               args.warmup, args.predictor_clicks, args.seed,
+                                                               compile_too=args.compile)
             for key in ("forward", "whole_click"):
                 _finite_or_error(row[key]["median_ms"], f"{config_file} {dtype} {key}")
             results.append(row)
@@ -164,7 +170,9 @@ TABLE_COLUMNS = [("model", "model", "s"), ("dtype", "dtype", "s"), ("params (M)"
 
 
 def main(argv=None):
-    ap = base_parser(__doc__)
+    ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "inference.json"), iters=50, warmup=5,
+                          opts_help="config overrides applied to every config", clicks=True)
+    ap.add_argument("--size", type=int, default=448, help="square image side in pixels")
     ap.add_argument("--config-file", default=None, metavar="FILE", help="one config to time")
     ap.add_argument("--configs", nargs="+", default=None, metavar="FILE",
                     help="configs to time (with --config-file: both); default: "
@@ -173,9 +181,9 @@ def main(argv=None):
                     help="also time InteractivePredictor.add_click, zoom-in/flip off and on")
     ap.add_argument("--predictor-clicks", type=int, default=20,
                     help="clicks per predictor session before reset() (with --predictor)")
-    ap.add_argument("--output", default=os.path.join("output", "benchmarks", "inference.json"))
-    ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                    help="config overrides applied to every config")
+    ap.add_argument("--compile", action="store_true",
+                    help="with --predictor, also time the predictor with compile=True (torch.compile of the "
+                         "network; CUDA graphs on CUDA); use --warmup >= 2, compilation happens in the warm-up")
     args = ap.parse_args(argv)
 
     device = check_common_args(ap, args)
@@ -185,10 +193,9 @@ def main(argv=None):
     if missing:
         ap.error(f"config file(s) not found: {', '.join(missing)}")
     for config_file in configs:
-        try:
-            load_config(config_file, args.opts, device)
-        except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs reports unknown keys by assertion
-            ap.error(f"{config_file} with overrides {args.opts}: {e}")
+        cli_load_config(ap, config_file, args.opts, device)
+    if args.compile and not args.predictor:
+        ap.error("--compile times the predictor: add --predictor")
     if args.predictor_clicks < 1:
         ap.error(f"--predictor-clicks must be >= 1, got {args.predictor_clicks}")
     if args.predictor:
@@ -205,13 +212,13 @@ def main(argv=None):
     results = run(args, device, configs)
     columns = list(TABLE_COLUMNS)
     if args.predictor:
-        columns += [(f"add_click {n} ms", f"pred_{n}", ".2f") for n in PREDICTOR_SETTINGS]
+        columns += [(f"add_click {n} ms", f"pred_{n}", ".2f") for n, _, _, _ in predictor_settings(args.compile)]
     print(format_table(table_rows(results), columns))
     return save_report("inference", {
         "configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
         "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
         "warmup": args.warmup, "statistic": "median", "weights": "random", "predictor": args.predictor,
-        "predictor_clicks_per_session": args.predictor_clicks}, device, results, args.output)
+        "predictor_clicks_per_session": args.predictor_clicks, "compile": args.compile}, device, results, args.output)
 
 
 if __name__ == "__main__":

@@ -22,22 +22,39 @@ measured first and released before the official model is built, so that neither 
 other's CUDA peak (the CPU peak RSS can still include memory the allocator kept from the first model).  The table
 gives ours / official ratios (below 1 = ours faster / smaller).
 
+With ``--train``, training instead of inference: for each size, one batch of ``--batch`` synthetic samples
+mapped by our ``ClickTrainingMapper`` (crop = the model's IMG_SIZE, the official model's fixed input size), then
+
+* ours: ``adaptiveclick.utils.bench.measure_train_step`` for each ``--amp`` (as ``tools/benchmark_train.py``:
+  ``IterativeClickTrainer.run_step`` without its random click rounds, the config's optimizer);
+* official: the same samples as its trainer's batch (``official_training_batch``), its optimizer
+  (``get_optimizer(model, "adam", lr 5e-5)`` of its recipe), and ``official_train_step`` (forward, its
+  ``loss_inference``, zero_grad, backward, step), always fp32 as its recipe trains;
+
+both with ``--click-rounds`` no-grad click rounds timed separately (ours ``IterativeClickTrainer.click_rounds``,
+official ``official_click_rounds``: forward, sigmoid, its ``get_next_points``), samples/s of the step and of an
+average iteration (step + 1.5 rounds for both recipes' 0..3 rounds), peak memory, and ours / official ratios
+(above 1 = ours faster).
+
     python tools/benchmark_official.py --official-root /tmp/official_adaptiveclick --sizes base huge --device cuda
+    python tools/benchmark_official.py --train --sizes base --batch 16 --amp none bf16 --device cuda
     python tools/benchmark_official.py --config-file configs/synthetic/tiny.yaml --iters 3 --warmup 1 \\
         MODEL.VIT.IMG_SIZE 224 MODEL.VIT.WINDOW_SIZE 14 ...      # any config with an official equivalent
 """
 
-import argparse
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (check_cli_args, save_report, DTYPES, autocast, build_benchmark_model,  # noqa: E402
-                                       click_inputs, count_parameters, format_table, load_config,
-                                       measure_click_model, reset_peak_memory, time_forward_and_click)
+from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
+                                       check_cli_args, cli_load_config, click_inputs, count_parameters, format_table,
+                                       measure_click_model, measure_train_step, reset_peak_memory, save_report,
+                                       synthetic_training_batch, time_forward_and_click, time_training)
 
+#: default training batch per size (the issue's ViT-B 16, ViT-H 8)
+TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}
 SIZE_CONFIGS = {"base": "configs/sbd/adaptiveclick_vit_b_448.yaml", "large": "configs/sbd/adaptiveclick_vit_l_448.yaml",
                 "huge": "configs/sbd/adaptiveclick_vit_h_448.yaml"}
 
@@ -130,58 +147,81 @@ def compare(name, config_file, cfg, args, device, official_root):
     return rows
 
 
-def main(argv=None):
-    from adaptiveclick.utils.official import DEFAULT_OFFICIAL_ROOT, OFFICIAL_ROOT_ENV
+def measure_official_train(cfg, batch, args, device, official_root, who):
+    """The official model's training step (fp32) and click rounds on our mapped ``batch``."""
+    from adaptiveclick.utils.official import (OFFICIAL_MAX_NUM_NEXT_CLICKS, build_official_model,
+                                              build_official_optimizer, official_click_rounds,
+                                              official_kwargs_from_cfg, official_train_step, official_training_batch)
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--official-root", default=os.environ.get(OFFICIAL_ROOT_ENV, DEFAULT_OFFICIAL_ROOT),
-                    help=f"checkout of github.com/lab206/AdaptiveClick (default ${OFFICIAL_ROOT_ENV} or "
-                         f"{DEFAULT_OFFICIAL_ROOT})")
-    ap.add_argument("--sizes", nargs="+", default=["base", "huge"], choices=sorted(SIZE_CONFIGS),
-                    help="model sizes (our SBD configs); ignored with --config-file")
-    ap.add_argument("--config-file", default=None, metavar="FILE",
-                    help="one of our configs instead of --sizes (it must have an official equivalent)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES),
-                    help="autocast precisions to time (fp32 = autocast off)")
-    ap.add_argument("--iters", type=int, default=50, help="timed runs per measurement (median reported)")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed runs before each measurement")
-    ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input of a timed click")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output", default=os.path.join("output", "benchmarks", "official.json"))
-    ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                    help="overrides of our config(s); the official model follows them")
-    args = ap.parse_args(argv)
+    size, img_size, overrides = official_kwargs_from_cfg(cfg)
+    torch.manual_seed(args.seed)
+    model = build_official_model(official_root, size, img_size, **overrides).to(device).train()
+    optimizer = build_official_optimizer(model, official_root)
+    official_batch = official_training_batch(batch, device)
+    losses = []
 
-    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--num-clicks": 1})
-    runs = [(os.path.splitext(os.path.basename(args.config_file))[0], args.config_file)] if args.config_file \
-        else [(s, SIZE_CONFIGS[s]) for s in dict.fromkeys(args.sizes)]
-    missing = [c for _, c in runs if not os.path.isfile(c)]
-    if missing:
-        ap.error(f"config file(s) not found: {', '.join(missing)}")
-    from adaptiveclick.utils.official import import_official, official_kwargs_from_cfg
+    def step():
+        losses.append(official_train_step(model, optimizer, official_batch))
 
-    cfgs = []
-    for name, config_file in runs:
-        try:
-            cfg = load_config(config_file, args.opts, device)
-        except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs reports unknown keys by assertion
-            ap.error(f"{config_file} with overrides {args.opts}: {e}")
-        try:
-            official_kwargs_from_cfg(cfg)
-        except ValueError as e:
-            ap.error(f"{config_file}: {e}")
-        cfgs.append((name, config_file, cfg))
-    try:
-        api = import_official(args.official_root)
-    except (ValueError, ImportError) as e:
-        ap.error(f"--official-root: {e}")
+    def rounds():
+        official_click_rounds(model, official_batch, args.click_rounds, official_root)
 
-    results = []
-    for name, config_file, cfg in cfgs:
-        results += compare(name, config_file, cfg, args, device, api.root)
+    row = time_training(step, rounds, len(batch), args.click_rounds, OFFICIAL_MAX_NUM_NEXT_CLICKS / 2.0, device,
+                        args.iters, args.warmup, who)
+    bad = [i for i, loss in enumerate(losses) if not torch.isfinite(loss)]
+    if bad:
+        raise FloatingPointError(f"{who}: non-finite training loss at step(s) {bad}")
+    row.update(amp="none", optimizer=type(optimizer).__name__, params=count_parameters(model),
+               param_groups=len(optimizer.param_groups),
+               build={"size": size, "img_size": img_size, "overrides": overrides})
+    return row  # model and optimizer are freed on return
 
-    print(format_table(
+
+def compare_train(name, config_file, cfg, batch_size, args, device, official_root):
+    """Training of ours (each ``--amp``) and of the official model (fp32) on the same mapped batch."""
+    img_size = int(cfg.MODEL.VIT.IMG_SIZE)
+    batch = synthetic_training_batch(cfg, batch_size, seed=args.seed)
+    ours = {}
+    for amp in args.amp:
+        ours[amp] = measure_train_step(cfg, config_file, batch_size, amp, device, args.iters, args.warmup,
+                                       args.click_rounds, args.seed, batch=batch)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    official = measure_official_train(cfg, batch, args, device, official_root, f"official {name}")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    rows = []
+    for amp, o in ours.items():
+        ratio = {"samples_per_s": o["samples_per_s"] / official["samples_per_s"]}
+        if args.click_rounds:
+            ratio["expected_samples_per_s"] = o["expected_samples_per_s"] / official["expected_samples_per_s"]
+            ratio["click_round_ms"] = _ratio(o["click_round_ms"], official["click_round_ms"])
+        ratio["step_peak_memory"] = _ratio(o["step_peak_memory_mb"], official["step_peak_memory_mb"])
+        rows.append({"name": name, "config_file": config_file, "device": str(device), "amp": amp, "batch": batch_size,
+                     "crop_size": [img_size, img_size], "ours": o, "official": official,
+                     "ratio_ours_over_official": ratio})
+        print(f"{name:10s} batch {batch_size:3d} ours amp {amp:4s} {o['samples_per_s']:8.3f} samples/s | official fp32 "
+              f"{official['samples_per_s']:8.3f} samples/s | ratio {ratio['samples_per_s']:.3f}", flush=True)
+    return rows
+
+
+def train_table(results):
+    return format_table(
+        [{"name": r["name"], "batch": r["batch"], "amp": r["amp"], "os": r["ours"]["step"]["median_ms"],
+          "fs": r["official"]["step"]["median_ms"], "osps": r["ours"]["samples_per_s"],
+          "fsps": r["official"]["samples_per_s"], "r": r["ratio_ours_over_official"]["samples_per_s"],
+          "oe": r["ours"].get("expected_samples_per_s"), "fe": r["official"].get("expected_samples_per_s"),
+          "re": r["ratio_ours_over_official"].get("expected_samples_per_s"), "om": r["ours"]["step_peak_memory_mb"],
+          "fm": r["official"]["step_peak_memory_mb"]} for r in results],
+        [("model", "name", "s"), ("batch", "batch", "d"), ("ours amp", "amp", "s"), ("step ours ms", "os", ".1f"),
+         ("step official ms", "fs", ".1f"), ("samples/s ours", "osps", ".3f"), ("samples/s official", "fsps", ".3f"),
+         ("ratio", "r", ".3f"), ("incl. rounds ours", "oe", ".3f"), ("incl. rounds official", "fe", ".3f"),
+         ("ratio", "re", ".3f"), ("peak ours MB", "om", ".1f"), ("peak official MB", "fm", ".1f")])
+
+
+def inference_table(results):
+    return format_table(
         [{"name": r["name"], "dtype": r["dtype"], "of": r["ours"]["forward"]["median_ms"],
           "ff": r["official"]["forward"]["median_ms"], "rf": r["ratio_ours_over_official"]["forward_median"],
           "ow": r["ours"]["whole_click"]["median_ms"], "fw": r["official"]["whole_click"]["median_ms"],
@@ -191,12 +231,85 @@ def main(argv=None):
         [("model", "name", "s"), ("dtype", "dtype", "s"), ("fwd ours ms", "of", ".2f"),
          ("fwd official ms", "ff", ".2f"), ("ratio", "rf", ".3f"), ("click ours ms", "ow", ".2f"),
          ("click official ms", "fw", ".2f"), ("ratio", "rw", ".3f"), ("peak ours MB", "om", ".1f"),
-         ("peak official MB", "fm", ".1f"), ("params ours M", "op", ".2f"), ("params official M", "fp", ".2f")]))
-    return save_report("official_vs_ours", {
-        "runs": [{"name": n, "config_file": c} for n, c in runs], "overrides": list(args.opts),
-        "official_root": api.root, "official_stand_ins": api.stand_ins, "device": str(device),
-        "dtypes": args.dtype, "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
-        "warmup": args.warmup, "statistic": "median", "weights": "random"}, device, results, args.output)
+         ("peak official MB", "fm", ".1f"), ("params ours M", "op", ".2f"), ("params official M", "fp", ".2f")])
+
+
+def main(argv=None):
+    from adaptiveclick.utils.official import DEFAULT_OFFICIAL_ROOT, OFFICIAL_ROOT_ENV
+
+    ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "official.json"), iters=None, warmup=None,
+                          opts_help="overrides of our config(s); the official model follows them", clicks=True)
+    ap.add_argument("--official-root", default=os.environ.get(OFFICIAL_ROOT_ENV, DEFAULT_OFFICIAL_ROOT),
+                    help=f"checkout of github.com/lab206/AdaptiveClick (default ${OFFICIAL_ROOT_ENV} or "
+                         f"{DEFAULT_OFFICIAL_ROOT})")
+    ap.add_argument("--sizes", nargs="+", default=["base", "huge"], choices=sorted(SIZE_CONFIGS),
+                    help="model sizes (our SBD configs); ignored with --config-file")
+    ap.add_argument("--config-file", default=None, metavar="FILE",
+                    help="one of our configs instead of --sizes (it must have an official equivalent)")
+    ap.add_argument("--train", action="store_true", help="compare training steps instead of inference clicks")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="training batch (--train; default 16 for ViT-B, 8 for ViT-L/H and other configs)")
+    ap.add_argument("--amp", nargs="+", default=None, choices=sorted(AMP_CHOICES),
+                    help="our mixed-precision settings (--train; default none bf16 on CUDA, none on the CPU); "
+                         "the official model always trains in fp32 as its recipe does")
+    ap.add_argument("--click-rounds", type=int, default=3,
+                    help="no-grad click rounds timed together (--train; 0 = skip)")
+    args = ap.parse_args(argv)
+    # inference: median of 50 after 5; training: median of 10 after 2
+    args.iters = args.iters if args.iters is not None else (10 if args.train else 50)
+    args.warmup = args.warmup if args.warmup is not None else (2 if args.train else 5)
+    if args.amp is None:
+        args.amp = ["none", "bf16"] if str(args.device).startswith("cuda") else ["none"]
+
+    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--num-clicks": 1, "--batch": 1,
+                                       "--click-rounds": 0})
+    runs = [(os.path.splitext(os.path.basename(args.config_file))[0], args.config_file)] if args.config_file \
+        else [(s, SIZE_CONFIGS[s]) for s in dict.fromkeys(args.sizes)]
+    missing = [c for _, c in runs if not os.path.isfile(c)]
+    if missing:
+        ap.error(f"config file(s) not found: {', '.join(missing)}")
+    from adaptiveclick.utils.official import import_official, import_official_training, official_kwargs_from_cfg
+
+    cfgs = []
+    for name, config_file in runs:
+        cfg = cli_load_config(ap, config_file, args.opts, device)
+        try:
+            official_kwargs_from_cfg(cfg)
+        except ValueError as e:
+            ap.error(f"{config_file}: {e}")
+        if args.train:
+            # the official model takes inputs of exactly its IMG_SIZE: train both at that crop
+            size = int(cfg.MODEL.VIT.IMG_SIZE)
+            cfg = cli_load_config(ap, config_file, list(args.opts) + ["INPUT.AUG.CROP_SIZE", [size, size]], device)
+            if args.click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
+                ap.error(f"--click-rounds ({args.click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
+                         f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
+        cfgs.append((name, config_file, cfg))
+    try:
+        api = import_official_training(args.official_root) if args.train else import_official(args.official_root)
+        root = import_official(args.official_root).root
+    except (ValueError, ImportError) as e:
+        ap.error(f"--official-root: {e}")
+
+    results = []
+    for name, config_file, cfg in cfgs:
+        if args.train:
+            batch = args.batch or TRAIN_BATCH.get(name, 8)
+            results += compare_train(name, config_file, cfg, batch, args, device, root)
+        else:
+            results += compare(name, config_file, cfg, args, device, root)
+    print(train_table(results) if args.train else inference_table(results))
+    config = {"runs": [{"name": n, "config_file": c} for n, c in runs], "overrides": list(args.opts),
+              "official_root": root, "official_stand_ins": sorted(set(import_official(root).stand_ins)
+                                                                  | set(getattr(api, "stand_ins", []))),
+              "device": str(device), "iters": args.iters, "warmup": args.warmup, "statistic": "median",
+              "weights": "random"}
+    if args.train:
+        config.update(mode="train", amp=args.amp, official_amp="none", click_rounds=args.click_rounds,
+                      data="synthetic dataset images mapped once by ClickTrainingMapper, same batch every step")
+        return save_report("official_vs_ours_train", config, device, results, args.output)
+    config.update(mode="inference", dtypes=args.dtype, num_clicks=args.num_clicks, batch=1)
+    return save_report("official_vs_ours", config, device, results, args.output)
 
 
 if __name__ == "__main__":

@@ -24,106 +24,28 @@ adaptiveclick/utils/bench.py).
         --click-rounds 1 --device cpu --output /tmp/train.json [KEY VALUE ...]
 """
 
-import argparse
-import itertools
-import math
 import os
 import sys
-import tempfile
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (check_cli_args, save_report, build_benchmark_model, count_parameters,  # noqa: E402
-                                       format_table, load_config, peak_memory_mb, reset_peak_memory, time_fn)
+from adaptiveclick.utils.bench import (AMP_CHOICES, benchmark_parser, check_cli_args,  # noqa: E402
+                                       cli_load_config, format_table, measure_train_step, save_report)
 
 #: (config, batch) of the default run
 DEFAULT_RUNS = [("configs/sbd/adaptiveclick_vit_b_448.yaml", 16), ("configs/sbd/adaptiveclick_vit_h_448.yaml", 8)]
-AMP_CHOICES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def synthetic_batch(cfg, batch, seed=0):
-    """``batch`` samples of the synthetic dataset mapped by ``ClickTrainingMapper(cfg, is_train=True)``."""
-    from adaptiveclick.data.datasets.synthetic import load_synthetic
-    from adaptiveclick.data.mapper import ClickTrainingMapper
-
-    mapper = ClickTrainingMapper(cfg, is_train=True)
-    size = int(max(cfg.INPUT.AUG.CROP_SIZE))
-    with tempfile.TemporaryDirectory(prefix="adaptiveclick_bench_") as tmp:
-        dicts = load_synthetic("benchmark_train", batch, size, seed, tmp)
-        # the mapper reads the PNG now; the mapped samples hold tensors only
-        return [mapper(d, rng=np.random.default_rng([seed, i])) for i, d in enumerate(dicts)]
-
-
-def build_trainer(cfg, model, batch, amp):
-    """The trainer's inner loop around ``model`` with the config's optimizer; no click rounds in run_step,
-    no train-IoU forward; AMP as ``amp``."""
-    from adaptiveclick.engine import ClickTrainer, IterativeClickTrainer
-
-    optimizer = ClickTrainer.build_optimizer(cfg, model)
-    kwargs = ClickTrainer.inner_trainer_kwargs(cfg)
-    kwargs.update(max_click_rounds=0, train_iou_period=0, amp_dtype=AMP_CHOICES[amp])
-    return IterativeClickTrainer(model, itertools.repeat(batch), optimizer, **kwargs)
-
-
-def measure(cfg, config_file, batch_size, amp, args, device):
-    from detectron2.utils.events import EventStorage
-
-    model = build_benchmark_model(cfg, seed=args.seed).train()
-    batch = synthetic_batch(cfg, batch_size, seed=args.seed)
-    trainer = build_trainer(cfg, model, batch, amp)
-    row = {"config_file": config_file, "model": os.path.splitext(os.path.basename(config_file))[0],
-           "device": str(device), "amp": amp, "batch": batch_size, "crop_size": list(cfg.INPUT.AUG.CROP_SIZE),
-           "optimizer": type(trainer.optimizer).__name__, "params": count_parameters(model)}
-    with EventStorage(0):
-        def step():
-            trainer.run_step()
-            trainer.iter += 1
-
-        reset_peak_memory(device)
-        row["step"] = time_fn(step, args.warmup, args.iters, device)
-        peak = peak_memory_mb(device)
-        row["step_peak_memory_mb"], row["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
-        row["samples_per_s"] = batch_size / (row["step"]["median_ms"] / 1000.0)
-
-        if args.click_rounds:
-            rng = np.random.default_rng(args.seed)
-            reset_peak_memory(device)
-            rounds = time_fn(lambda: trainer.click_rounds(batch, args.click_rounds, rng), args.warmup, args.iters,
-                             device)
-            peak = peak_memory_mb(device)
-            row["click_rounds"] = dict(rounds, rounds=args.click_rounds)
-            row["click_round_ms"] = rounds["median_ms"] / args.click_rounds
-            row["click_rounds_peak_memory_mb"] = peak["peak_memory_mb"]
-            expected_rounds = cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS / 2.0
-            row["expected_rounds_per_iteration"] = expected_rounds
-            row["expected_iteration_ms"] = row["step"]["median_ms"] + expected_rounds * row["click_round_ms"]
-            row["expected_samples_per_s"] = batch_size / (row["expected_iteration_ms"] / 1000.0)
-    for key in ("samples_per_s", "expected_samples_per_s"):
-        if key in row and not (math.isfinite(row[key]) and row[key] > 0):
-            raise RuntimeError(f"{config_file} amp={amp}: non-finite or non-positive {key} = {row[key]!r}")
-    del trainer, model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return row
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "train.json"), iters=20, warmup=3)
     ap.add_argument("--config-file", default=None, metavar="FILE",
                     help="config to time (default: ViT-B at batch 16 and ViT-H at batch 8, SBD configs)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 16 with --config-file)")
     ap.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_CHOICES),
                     help="mixed-precision settings to time (none = fp32)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--iters", type=int, default=20, help="timed steps (median reported)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     ap.add_argument("--click-rounds", type=int, default=3, help="no-grad click rounds timed together (0 = skip)")
     ap.add_argument("--size", type=int, default=None, help="square crop side (default INPUT.AUG.CROP_SIZE)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output", default=os.path.join("output", "benchmarks", "train.json"))
-    ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
     args = ap.parse_args(argv)
 
     device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--click-rounds": 0, "--batch": 1,
@@ -139,10 +61,7 @@ def main(argv=None):
     opts = list(args.opts) + (["INPUT.AUG.CROP_SIZE", [args.size, args.size]] if args.size else [])
     cfgs = []
     for config_file, batch in runs:
-        try:
-            cfg = load_config(config_file, opts, device)
-        except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs reports unknown keys by assertion
-            ap.error(f"{config_file} with overrides {opts}: {e}")
+        cfg = cli_load_config(ap, config_file, opts, device)
         if args.click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
             ap.error(f"--click-rounds ({args.click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
                      f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
@@ -150,7 +69,10 @@ def main(argv=None):
     results = []
     for config_file, batch, cfg in cfgs:
         for amp in args.amp:
-            row = measure(cfg, config_file, batch, amp, args, device)
+            row = measure_train_step(cfg, config_file, batch, amp, device, args.iters, args.warmup,
+                                     args.click_rounds, args.seed)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             results.append(row)
             print(f"{row['model']:28s} batch {batch:3d} amp {amp:4s} step {row['step']['median_ms']:10.1f} ms  "
                   f"{row['samples_per_s']:8.2f} samples/s  peak {row['step_peak_memory_mb']:9.1f} MB", flush=True)

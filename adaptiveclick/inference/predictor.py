@@ -78,10 +78,14 @@ class InteractivePredictor:
             AdaptiveClick defaults for a model), False, or a :class:`ZoomInParams`.
         flip: horizontal-flip averaging of the logits.
         threshold: mask = probs > threshold; default ``cfg.TEST.NOC.PRED_THRESHOLD`` (0.49).
+        compile: opt-in ``torch.compile`` of the network (``model.compile_network``): True for the device's
+            default mode (CUDA graphs, "reduce-overhead", on CUDA; "default" elsewhere) or a mode name.  The
+            first click at each new input size compiles (tens of seconds); if compiling fails, a warning is
+            logged and the predictor runs eagerly.  On CPUs it brings no speed (measured); meant for GPUs.
     """
 
     def __init__(self, cfg_or_model, device=None, zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
-                 threshold: Optional[float] = None):
+                 threshold: Optional[float] = None, compile: Union[bool, str] = False):
         params = ZoomInParams()
         if _is_cfg(cfg_or_model):
             cfg = cfg_or_model
@@ -108,7 +112,14 @@ class InteractivePredictor:
         threshold = 0.49 if threshold is None else threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
+        if not isinstance(compile, (bool, str)):
+            raise TypeError(f"compile must be a bool or a torch.compile mode name, got {compile!r}")
         self.model = model.eval()
+        if compile:
+            if not hasattr(self.model, "compile_network"):
+                raise TypeError(f"compile=True needs a model with compile_network() (our meta-architectures); "
+                                f"got {type(self.model).__name__}")
+            self.model.compile_network(None if compile is True else compile)
         self.zoom_in_params: Optional[ZoomInParams] = params if zoom_in else None
         self.flip = bool(flip)
         self.threshold = float(threshold)
@@ -122,7 +133,7 @@ class InteractivePredictor:
     @classmethod
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts=(), device=None,
                          zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
-                         threshold: Optional[float] = None) -> "InteractivePredictor":
+                         threshold: Optional[float] = None, compile: Union[bool, str] = False) -> "InteractivePredictor":
         """Build from a YAML config (``opts``: KEY VALUE overrides; ``weights`` sets MODEL.WEIGHTS)."""
         from adaptiveclick.config import load_config_file
 
@@ -132,7 +143,7 @@ class InteractivePredictor:
         if device is not None:
             cfg.MODEL.DEVICE = str(device)
         cfg.freeze()
-        return cls(cfg, device=device, zoom_in=zoom_in, flip=flip, threshold=threshold)
+        return cls(cfg, device=device, zoom_in=zoom_in, flip=flip, threshold=threshold, compile=compile)
 
     @staticmethod
     def _build(cfg, device):

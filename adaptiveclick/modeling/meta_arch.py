@@ -15,7 +15,7 @@ weighted loss dict; in eval mode ``forward`` (or :meth:`inference` in any mode) 
 ``[{"mask_logits": (1, H, W)}]`` at each input's resolution.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +90,38 @@ class _ClickModel(nn.Module):
     @property
     def device(self):
         return self.pixel_mean.device
+
+    # -- opt-in compiled inference --------------------------------------------------------------------------
+
+    def _network(self, data):
+        """The network on preprocessed ``data`` (what :meth:`compile_network` compiles)."""
+        raise NotImplementedError
+
+    def compile_network(self, mode: Optional[str] = None):
+        """Run the inference network (not the pre/post-processing, not training) through ``torch.compile``.
+
+        ``mode``: a torch.compile mode; default ``"reduce-overhead"`` (CUDA graphs) on CUDA, ``"default"``
+        elsewhere.  If compiling fails, one warning is logged and inference runs eagerly
+        (:class:`adaptiveclick.utils.compile.CompiledOrEager`).  :meth:`uncompile_network` undoes it.
+        """
+        from adaptiveclick.utils.compile import CompiledOrEager, default_compile_mode
+
+        wrapper = CompiledOrEager(self._network, mode or default_compile_mode(self.device))
+        self.__dict__["_compiled_network"] = wrapper  # a plain attribute, not a submodule or state
+        return wrapper
+
+    def uncompile_network(self) -> None:
+        """Back to eager inference after :meth:`compile_network`."""
+        self.__dict__.pop("_compiled_network", None)
+
+    @property
+    def compiled_network(self):
+        """The :class:`CompiledOrEager` wrapper in use for inference, or None."""
+        return self.__dict__.get("_compiled_network")
+
+    def _inference_network(self, data):
+        wrapper = self.__dict__.get("_compiled_network")
+        return self._network(data) if wrapper is None else wrapper(data)
 
     def _check_inputs(self, batched_inputs, training):
         if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
@@ -253,10 +285,13 @@ class AdaptiveClick(_ClickModel):
             losses[key] = losses[key] * self.loss_weights[key.rsplit("_", 1)[0] if key[-1].isdigit() else key]
         return losses
 
+    def _network(self, data):
+        return self.predict(data)
+
     def inference(self, batched_inputs):
         """Merged mask logits per input, ``[{"mask_logits": (1, H, W)}]`` (no gradient bookkeeping is changed)."""
         data = self.preprocess(batched_inputs, training=False)
-        outputs = self.predict(data)
+        outputs = self._inference_network(data)
         return self._postprocess(merge_query_logits(outputs["pred_logits"], outputs["pred_masks"], self.merge), data)
 
 
@@ -326,7 +361,10 @@ class SimpleClickBaseline(_ClickModel):
             per_image.append(self.loss(logits[b, :h, :w][keep][None], data["gt_masks"][b, :h, :w][keep][None], 1.0))
         return {"loss_mask": self.loss_weight * torch.stack(per_image).mean()}
 
+    def _network(self, data):
+        return self._logits(data)
+
     def inference(self, batched_inputs):
         data = self.preprocess(batched_inputs, training=False)
-        logits = self._logits(data)
+        logits = self._inference_network(data)
         return [{"mask_logits": logits[b, :, :h, :w]} for b, (h, w) in enumerate(data["image_sizes"])]

@@ -15,13 +15,18 @@
 * :func:`build_benchmark_model`, :func:`click_inputs`, :func:`measure_click_model`: the inference
   measurement of ``tools/benchmark_inference.py``, shared with ``tools/benchmark_official.py`` so that both
   implementations are timed the same way.
+* :func:`synthetic_training_batch`, :func:`time_training`, :func:`measure_train_step`: the training
+  measurement of ``tools/benchmark_train.py``, shared with ``tools/benchmark_official.py --train``.
 """
 
 import contextlib
+import itertools
 import math
+import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, Optional, Sequence
 
@@ -29,8 +34,10 @@ import numpy as np
 import torch
 
 __all__ = ["DTYPES", "parse_dtype", "check_device", "synchronize", "time_fn", "reset_peak_memory",
-           "peak_memory_mb", "autocast", "count_parameters", "format_table", "load_config",
-           "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn"]
+           "peak_memory_mb", "autocast", "count_parameters", "format_table", "load_config", "benchmark_parser",
+           "cli_load_config", "check_cli_args", "save_report",
+           "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn", "AMP_CHOICES",
+           "synthetic_training_batch", "time_training", "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -288,6 +295,35 @@ def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape
     return result
 
 
+def benchmark_parser(description: str, output: str, iters: Optional[int], warmup: Optional[int],
+                     opts_help: str = "config overrides", clicks: bool = False):
+    """The argument parser the benchmark tools share: ``--device``, ``--iters``, ``--warmup``, ``--seed``,
+    ``--output`` (default ``output``) and trailing ``KEY VALUE`` config overrides; with ``clicks``, also the
+    inference arguments ``--dtype`` (autocast precisions) and ``--num-clicks``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--iters", type=int, default=iters, help="timed runs per measurement (median reported)")
+    ap.add_argument("--warmup", type=int, default=warmup, help="untimed runs before each measurement")
+    if clicks:
+        ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES),
+                        help="autocast precisions to time (fp32 = autocast off)")
+        ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input of a timed click")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default=output, help=f"JSON report (default {output})")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help=opts_help)
+    return ap
+
+
+def cli_load_config(ap, config_file: str, opts: Sequence, device):
+    """:func:`load_config`, reporting a bad override (unknown key, wrong type) as ``ap.error`` naming it."""
+    try:
+        return load_config(config_file, opts, device)
+    except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs reports unknown keys by assertion
+        ap.error(f"{config_file} with overrides {list(opts)}: {e}")
+
+
 def check_cli_args(ap, args, minimums: Dict[str, int]):
     """Common argument checks of the benchmark tools, as ``ap.error`` (exit 2, naming the value): each
     ``--flag`` in ``minimums`` (flag -> least value; unset (None) values pass), KEY VALUE pairs in
@@ -312,3 +348,89 @@ def save_report(benchmark: str, config: dict, device, results, output: str) -> d
               "run": run_info(device), "results": results}
     write_json(report, output)
     return report
+
+
+# -- training measurement (shared by benchmark_train and benchmark_official --train) ---------------------------
+
+#: ``--amp`` names of the training benchmarks -> autocast dtype of the trainer (None = fp32)
+AMP_CHOICES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def synthetic_training_batch(cfg, batch: int, seed: int = 0):
+    """``batch`` samples of the synthetic dataset mapped by ``ClickTrainingMapper(cfg, is_train=True)``."""
+    from adaptiveclick.data.datasets.synthetic import load_synthetic
+    from adaptiveclick.data.mapper import ClickTrainingMapper
+
+    mapper = ClickTrainingMapper(cfg, is_train=True)
+    size = int(max(cfg.INPUT.AUG.CROP_SIZE))
+    with tempfile.TemporaryDirectory(prefix="adaptiveclick_bench_") as tmp:
+        dicts = load_synthetic("benchmark_train", batch, size, seed, tmp)
+        # the mapper reads the PNG now; the mapped samples hold tensors only
+        return [mapper(d, rng=np.random.default_rng([seed, i])) for i, d in enumerate(dicts)]
+
+
+def time_training(step: Callable, rounds_fn: Optional[Callable], batch_size: int, click_rounds: int,
+                  expected_rounds: float, device, iters: int, warmup: int, who: str) -> Dict[str, object]:
+    """Time one implementation's training: ``step()`` (one optimisation step) and, if ``click_rounds`` > 0,
+    ``rounds_fn()`` (that many no-grad click rounds), each with its peak memory.  An average iteration costs
+    a step plus ``expected_rounds`` rounds: ``expected_iteration_ms`` / ``expected_samples_per_s``.
+    RuntimeError (naming ``who``) if a throughput comes out non-finite or non-positive."""
+    row = {}
+    reset_peak_memory(device)
+    row["step"] = time_fn(step, warmup, iters, device)
+    peak = peak_memory_mb(device)
+    row["step_peak_memory_mb"], row["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
+    row["samples_per_s"] = batch_size / (row["step"]["median_ms"] / 1000.0)
+    if click_rounds:
+        reset_peak_memory(device)
+        rounds = time_fn(rounds_fn, warmup, iters, device)
+        row["click_rounds"] = dict(rounds, rounds=click_rounds)
+        row["click_round_ms"] = rounds["median_ms"] / click_rounds
+        row["click_rounds_peak_memory_mb"] = peak_memory_mb(device)["peak_memory_mb"]
+        row["expected_rounds_per_iteration"] = expected_rounds
+        row["expected_iteration_ms"] = row["step"]["median_ms"] + expected_rounds * row["click_round_ms"]
+        row["expected_samples_per_s"] = batch_size / (row["expected_iteration_ms"] / 1000.0)
+    for key in ("samples_per_s", "expected_samples_per_s"):
+        if key in row and not (math.isfinite(row[key]) and row[key] > 0):
+            raise RuntimeError(f"{who}: non-finite or non-positive {key} = {row[key]!r}")
+    return row
+
+
+def _build_trainer(cfg, model, batch, amp):
+    """The trainer's inner loop around ``model`` with the config's optimizer; no click rounds in run_step,
+    no train-IoU forward; AMP as ``amp``."""
+    from adaptiveclick.engine import ClickTrainer, IterativeClickTrainer
+
+    optimizer = ClickTrainer.build_optimizer(cfg, model)
+    kwargs = ClickTrainer.inner_trainer_kwargs(cfg)
+    kwargs.update(max_click_rounds=0, train_iou_period=0, amp_dtype=AMP_CHOICES[amp])
+    return IterativeClickTrainer(model, itertools.repeat(batch), optimizer, **kwargs)
+
+
+def measure_train_step(cfg, config_file: str, batch_size: int, amp: str, device, iters: int, warmup: int,
+                       click_rounds: int, seed: int = 0, batch=None) -> Dict[str, object]:
+    """Our training step (``IterativeClickTrainer.run_step`` without its random click rounds, the config's
+    optimizer, AMP ``amp``) and ``click_rounds`` rounds of ``IterativeClickTrainer.click_rounds``, on
+    ``batch`` (mapped samples; default :func:`synthetic_training_batch` of ``batch_size``) fed at every step.
+    Returns the row of ``tools/benchmark_train.py`` (see :func:`time_training`)."""
+    from detectron2.utils.events import EventStorage
+
+    device = torch.device(device)
+    model = build_benchmark_model(cfg, seed=seed).train()
+    batch = synthetic_training_batch(cfg, batch_size, seed=seed) if batch is None else list(batch)
+    if len(batch) != batch_size:
+        raise ValueError(f"batch has {len(batch)} samples, batch_size is {batch_size}")
+    trainer = _build_trainer(cfg, model, batch, amp)
+    row = {"config_file": config_file, "model": os.path.splitext(os.path.basename(config_file))[0],
+           "device": str(device), "amp": amp, "batch": batch_size, "crop_size": list(cfg.INPUT.AUG.CROP_SIZE),
+           "optimizer": type(trainer.optimizer).__name__, "params": count_parameters(model)}
+    rng = np.random.default_rng(seed)
+    with EventStorage(0):
+        def step():
+            trainer.run_step()
+            trainer.iter += 1
+
+        row.update(time_training(step, lambda: trainer.click_rounds(batch, click_rounds, rng), batch_size,
+                                 click_rounds, cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS / 2.0, device, iters, warmup,
+                                 f"{config_file} amp={amp}"))
+    return row  # the model and trainer are freed on return (call torch.cuda.empty_cache() after it on CUDA)

@@ -51,7 +51,9 @@ import torch.nn.functional as F
 __all__ = [
     "OFFICIAL_ROOT_ENV", "DEFAULT_OFFICIAL_ROOT", "OFFICIAL_SIZES", "OFFICIAL_OVERRIDES", "ConfigDict",
     "import_official", "official_model_cfg", "build_official_model", "official_points", "official_forward",
-    "official_set_inference_size",
+    "official_set_inference_size", "OFFICIAL_OPTIMIZER_PARAMS", "OFFICIAL_MAX_NUM_NEXT_CLICKS",
+    "import_official_training", "build_official_optimizer", "official_training_batch", "official_click_rounds",
+    "official_train_step",
     "official_global_blocks", "official_kwargs_from_cfg", "official_cfg_mismatches", "behaviour_differences",
     "read_official_checkpoint", "unwrap_state_dict", "convert_official_state_dict", "our_state_dict_template",
 ]
@@ -203,6 +205,45 @@ def _importable(name):
 _OFFICIAL_API = {}
 
 
+def _import_from_checkout(root, names):
+    """Import the modules ``names`` of the official checkout at ``root`` (on ``sys.path`` only meanwhile), with
+    stand-ins for missing optional dependencies during the import; returns ``(modules by name, stand-in names)``."""
+    stand_ins = {}
+    for name in _OPTIONAL_MODULES:
+        if name not in sys.modules and not _importable(name):
+            stand_ins[name] = _addict_stand_in() if name == "addict" else _stand_in_module(name)
+    if not (_importable("mmcv") and _importable("timm")):
+        # the Swin head needs mmcv (and timm); only PlainVitModel uses it, AdaptiveClickModel never does
+        stand_ins[_SWIN_MODULE] = _stand_in_module(_SWIN_MODULE)
+    stand_ins = {name: module for name, module in stand_ins.items() if name not in sys.modules}
+    for name in stand_ins:
+        sys.modules[name] = stand_ins[name]
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules and parent not in ("isegm.model.modeling",):
+            setattr(sys.modules[parent], child, stand_ins[name])
+    added_path = root not in sys.path
+    if added_path:
+        sys.path.insert(0, root)
+    try:
+        modules = {}
+        for name in names:
+            try:
+                modules[name] = importlib.import_module(name)
+            except ImportError as e:
+                raise ImportError(f"importing {name} from the official checkout {root!r} failed: {e}") from e
+    finally:
+        if added_path:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(root)
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+                parent, _, child = name.rpartition(".")
+                if getattr(sys.modules.get(parent), child, None) is module:
+                    delattr(sys.modules[parent], child)
+    return modules, sorted(stand_ins)
+
+
 def import_official(root=None):
     """Import the official AdaptiveClick model code from the checkout at ``root``; returns a namespace.
 
@@ -222,44 +263,12 @@ def import_official(root=None):
             raise ValueError(f"a different 'isegm' package is already imported (from {where}); cannot import the "
                              f"official AdaptiveClick code from {root!r} in the same process")
 
-    stand_ins = {}
-    for name in _OPTIONAL_MODULES:
-        if name not in sys.modules and not _importable(name):
-            stand_ins[name] = _addict_stand_in() if name == "addict" else _stand_in_module(name)
-    if not (_importable("mmcv") and _importable("timm")):
-        # the Swin head needs mmcv (and timm); only PlainVitModel uses it, AdaptiveClickModel never does
-        stand_ins[_SWIN_MODULE] = _stand_in_module(_SWIN_MODULE)
-    stand_ins = {name: module for name, module in stand_ins.items() if name not in sys.modules}
-    for name in stand_ins:
-        sys.modules[name] = stand_ins[name]
-        parent, _, child = name.rpartition(".")
-        if parent in sys.modules and parent not in ("isegm.model.modeling",):
-            setattr(sys.modules[parent], child, stand_ins[name])
-    added_path = root not in sys.path
-    if added_path:
-        sys.path.insert(0, root)
     names = ["isegm.model.is_adaptiveclick_model", "isegm.model.is_plainvit_model", "isegm.model.modeling.models_vit",
              "isegm.model.modeling.pos_embed",
              "isegm.model.modeling.mask2former_helper.msdeformattn", "isegm.model.ops", "isegm.utils.serialization"]
-    try:
-        modules = {}
-        for name in names:
-            try:
-                modules[name] = importlib.import_module(name)
-            except ImportError as e:
-                raise ImportError(f"importing {name} from the official checkout {root!r} failed: {e}") from e
-    finally:
-        if added_path:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(root)
-        for name, module in stand_ins.items():
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-                parent, _, child = name.rpartition(".")
-                if getattr(sys.modules.get(parent), child, None) is module:
-                    delattr(sys.modules[parent], child)
+    modules, stand_ins = _import_from_checkout(root, names)
     api = types.SimpleNamespace(
-        root=root, modules=modules, stand_ins=sorted(stand_ins),
+        root=root, modules=modules, stand_ins=stand_ins,
         AdaptiveClickModel=modules["isegm.model.is_adaptiveclick_model"].AdaptiveClickModel,
         SimpleFPN=modules["isegm.model.is_plainvit_model"].SimpleFPN,
         VisionTransformer=modules["isegm.model.modeling.models_vit"].VisionTransformer)
@@ -410,6 +419,106 @@ def official_forward(model, image, clicks, prev_mask=None):
         out = model(net_input, official_points(clicks).to(device))["instances"]
         out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=True)
     return out[0, 0].float().cpu()
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+# The official SBD / COCO+LVIS recipe (models/iter_mask/adaptiveclick_{base,huge}448_*_itermask.py): optimizer
+# 'adam' through isegm.engine.optimizer.get_optimizer (no layer-wise decay), these parameters,
+# instance_loss_weight 1.0, max_num_next_clicks 3, no mixed precision.
+OFFICIAL_OPTIMIZER_PARAMS = {"lr": 5e-5, "betas": (0.9, 0.999), "eps": 1e-8}
+OFFICIAL_MAX_NUM_NEXT_CLICKS = 3
+
+
+def import_official_training(root=None):
+    """The official trainer's helpers: a namespace with ``get_optimizer`` (isegm/engine/optimizer.py) and
+    ``get_next_points`` (isegm/engine/trainer.py), imported from the checkout as :func:`import_official` does."""
+    api = import_official(root)
+    if getattr(api, "training", None) is None:
+        modules, stand_ins = _import_from_checkout(api.root, ["isegm.engine.optimizer", "isegm.engine.trainer"])
+        api.training = types.SimpleNamespace(
+            get_optimizer=modules["isegm.engine.optimizer"].get_optimizer,
+            get_next_points=modules["isegm.engine.trainer"].get_next_points, stand_ins=stand_ins)
+    return api.training
+
+
+def build_official_optimizer(model, root=None):
+    """The official optimizer of ``model``: ``get_optimizer(model, "adam", OFFICIAL_OPTIMIZER_PARAMS)``."""
+    return import_official_training(root).get_optimizer(model, "adam", dict(OFFICIAL_OPTIMIZER_PARAMS))
+
+
+def official_training_batch(samples, device="cpu"):
+    """Mapped training samples of ours (``ClickTrainingMapper`` output) as the official trainer's batch.
+
+    Returns ``{"images": float (B, 3, H, W) in [0, 1], "instances": float (B, 1, H, W), "points": float
+    (B, 2K, 3)}`` on ``device``.  Our click rows (row, col, is_positive) keep their slots (positive first,
+    then negative, unused rows -1); the third column becomes the official click index, which its
+    MultiPointSampler sets to 0 for the first click and 100 for the other initial ones (points_sampler.py).
+    """
+    samples = list(samples)
+    if not samples:
+        raise ValueError("official_training_batch needs at least one sample")
+    shapes = {tuple(s["image"].shape) for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"samples must share one image shape to form a batch, got {sorted(shapes)}")
+    images, instances, points = [], [], []
+    for i, sample in enumerate(samples):
+        image, gt, clicks = sample["image"], sample["gt_mask"], torch.as_tensor(sample["clicks"])
+        if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise ValueError(f"samples[{i}]['image'] must be uint8 (3, H, W), got {tuple(image.shape)} {image.dtype}")
+        if tuple(gt.shape) != tuple(image.shape[1:]):
+            raise ValueError(f"samples[{i}]['gt_mask'] has shape {tuple(gt.shape)}, image {tuple(image.shape[1:])}")
+        if clicks.ndim != 2 or clicks.shape[1] != 3 or clicks.shape[0] % 2:
+            raise ValueError(f"samples[{i}]['clicks'] must be (2K, 3), got {tuple(clicks.shape)}")
+        valid = clicks[:, 0] >= 0
+        if not bool(valid.any()):
+            raise ValueError(f"samples[{i}] has no click")
+        index = torch.full((clicks.shape[0],), 100.0)
+        index[int(torch.nonzero(valid)[0])] = 0.0
+        rows = torch.cat([clicks[:, :2].float(), index[:, None]], dim=1)
+        rows[~valid] = -1.0
+        images.append(image.float().div(255))
+        instances.append(gt.float()[None])
+        points.append(rows)
+    return {"images": torch.stack(images).to(device), "instances": torch.stack(instances).to(device),
+            "points": torch.stack(points).to(device)}
+
+
+def official_click_rounds(model, batch, rounds, root=None):
+    """``rounds`` no-grad click rounds of the official ``AdaptiveClickTrainer.batch_forward``: forward of
+    image + previous probabilities, sigmoid of ``"instances"``, ``get_next_points`` (one click per sample, on
+    the host).  The model is switched with ``eval()`` / ``train()`` as the official trainer does (its
+    ``train`` override keeps training mode, model.md §7.2 quirk 8).  Returns ``(prev_probs, points)``."""
+    get_next_points = import_official_training(root).get_next_points
+    image, gt, points = batch["images"], batch["instances"], batch["points"]
+    prev = torch.zeros_like(image[:, :1])
+    with torch.no_grad():
+        for i in range(1, rounds + 1):
+            model.eval()
+            prev = torch.sigmoid(model(torch.cat((image, prev), dim=1), points)["instances"])
+            points = get_next_points(prev, gt, points, i)
+            model.train()
+    return prev, points
+
+
+def official_train_step(model, optimizer, batch, prev=None):
+    """One optimisation step of the official trainer after its click rounds: forward of image + ``prev``
+    (zeros if None) with ``batch["points"]``, the target resized bilinearly to the predicted masks' size,
+    ``model.loss_inference`` (its SetCriterion, times instance_loss_weight 1.0), ``zero_grad``, ``backward``,
+    ``step``.  Returns the loss, detached (no host synchronisation here)."""
+    model.train()
+    image = batch["images"]
+    if prev is None:
+        prev = torch.zeros_like(image[:, :1])
+    output = model(torch.cat((image, prev), dim=1), batch["points"])
+    size = output["predictions"]["pred_masks"].shape[-2:]
+    # the official trainer passes size=(shape[-1], shape[-2]); the same for the square training crops
+    target = F.interpolate(batch["instances"], size=(size[1], size[0]), mode="bilinear", align_corners=False)
+    loss = model.loss_inference(output["predictions"], target[:, 0])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 # ---------------------------------------------------------------------------------------------- configs

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from PIL import Image
 
+    # runnable from a checkout without installing the package, like the other tools
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     from adaptiveclick.inference import InteractivePredictor
 
     log = logging.getLogger("adaptiveclick")
