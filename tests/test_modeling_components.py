@@ -1,13 +1,17 @@
 """Unit tests of the AdaptiveClick building blocks against hand-computed values and brute-force references."""
 
+import contextlib
 import itertools
 import math
+import os
+import traceback
 
 import numpy as np
 import pytest
 import torch
 
 from adaptiveclick.clicks import encode_clicks
+from adaptiveclick.layers.ms_deform_attn import extension_status
 from adaptiveclick.modeling.click_maps import check_clicks, click_disk_maps
 from adaptiveclick.modeling.criterion import SetCriterion
 from adaptiveclick.modeling.matcher import (HungarianMatcher, pairwise_afl_cost, pairwise_bce_cost,
@@ -18,6 +22,8 @@ from adaptiveclick.modeling.position_encoding import PositionEmbeddingSine
 from adaptiveclick.modeling.targets import build_targets
 from adaptiveclick.modeling.transformer_decoder.camd import (SDPAMultiheadAttention, clicks_aware_attention_mask,
                                                              open_full_rows, pool_click_map)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------- click maps
@@ -391,3 +397,72 @@ def test_deformable_encoder_reuses_its_index_tensors():
         torch.testing.assert_close(a, b)
     enc([torch.randn(1, 8, 2, 2), torch.randn(1, 8, 1, 1)], [torch.zeros(1, 8, 2, 2), torch.zeros(1, 8, 1, 1)])
     assert seen[-1][0].tolist() == [[2, 2], [1, 1]] and seen[-1][1].tolist() == [0, 4]  # another size: new tensors
+
+
+# -- no host reads in the network's forward (a CPU stand-in for torch.cuda.set_sync_debug_mode) --------------
+
+# Python-level ways a tensor's values reach the host; on CUDA each one is a device synchronisation
+_HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "cpu")
+# aten operators that read values (.item() from C++) or have value-dependent output shapes
+_SYNC_OPS = ("aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::masked_select",
+             "aten::_unique", "aten::unique")
+
+
+@contextlib.contextmanager
+def _record_host_reads():
+    """Record (name, caller) of every Python-level tensor value read, and the operators run, in the block."""
+    from torch.profiler import profile
+
+    reads, originals = [], {n: getattr(torch.Tensor, n) for n in _HOST_READS}
+
+    def spy(name):
+        def read(self, *args, **kwargs):
+            frame = traceback.extract_stack(limit=3)[0]
+            reads.append((name, f"{frame.filename}:{frame.lineno}"))
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    for name in _HOST_READS:
+        setattr(torch.Tensor, name, spy(name))
+    record = {"reads": reads, "ops": set()}
+    try:
+        with profile() as prof:
+            yield record
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+    record["ops"] = {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.skipif(not extension_status()["cpu"], reason="the C++ MSDeformAttn kernel is not built")
+def test_steady_state_forward_reads_no_values_on_the_host():
+    """After a first forward (which fills the op's index cache), ``model.predict`` reads no tensor value on
+    the host and runs no value-dependent operator: nothing in it would synchronise a GPU.  The C++ kernel stands
+    in for the CUDA one (the grid_sample reference reads the level shapes by design)."""
+    from adaptiveclick.layers.ms_deform_attn import ms_deform_attn
+    from adaptiveclick.utils.bench import build_benchmark_model, click_inputs, load_config
+
+    cfg = load_config(os.path.join(ROOT, "configs", "synthetic", "tiny.yaml"), ["MODEL.MSDA.IMPL", "cpu"])
+    model = build_benchmark_model(cfg)
+    image, clicks, prev = click_inputs(96, 4)
+    with torch.no_grad():
+        data = model.preprocess([{"image": torch.from_numpy(image).permute(2, 0, 1),
+                                  "clicks": torch.from_numpy(clicks), "prev_mask": torch.from_numpy(prev)[None]}])
+        first = model.predict(data)
+        with _record_host_reads() as record:
+            second = model.predict(data)
+    assert record["reads"] == [], record["reads"]
+    assert not record["ops"] & set(_SYNC_OPS), sorted(record["ops"] & set(_SYNC_OPS))
+    torch.testing.assert_close(second["pred_masks"], first["pred_masks"])
+    assert "_MSDeformAttnFunction" in record["ops"]  # the kernel path ran
+
+    # negative control: the op with index tensors it has not seen yet must read them, and the probe sees it
+    value = torch.randn(1, 5, 2, 4)
+    shapes, starts = torch.tensor([[2, 2], [1, 1]]), torch.tensor([0, 4])
+    loc, w = torch.rand(1, 3, 2, 2, 2, 2), torch.rand(1, 3, 2, 2, 2)
+    with _record_host_reads() as record:
+        ms_deform_attn(value, shapes, starts, loc, w, impl="cpu")
+    assert any(name == "tolist" for name, _ in record["reads"])
+    with _record_host_reads() as record:
+        bool(torch.tensor(1.0) > 0)
+    assert [name for name, _ in record["reads"]] == ["__bool__"]
