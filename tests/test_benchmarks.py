@@ -57,7 +57,7 @@ def tool_runs(tmp_path_factory):
     specs = {
         "inference": ("benchmark_inference.py",
                       ["--config-file", TINY, "--size", "64", "--iters", "2", "--warmup", "0", "--device", "cpu",
-                       "--dtype", "fp32", "bf16", "--predictor", "--predictor-clicks", "2"]),
+                       "--dtype", "fp32", "bf16", "int8", "--predictor", "--predictor-clicks", "2"]),
         "train": ("benchmark_train.py",
                   ["--config-file", TINY, "--batch", "2", "--size", "64", "--iters", "2", "--warmup", "0",
                    "--click-rounds", "2", "--amp", "none", "--device", "cpu"]),
@@ -65,7 +65,7 @@ def tool_runs(tmp_path_factory):
     if HAS_OFFICIAL:
         specs["official"] = ("benchmark_official.py",
                              ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--iters", "2", "--warmup",
-                              "0", "--dtype", "fp32", "--device", "cpu"])
+                              "0", "--dtype", "fp32", "int8", "--device", "cpu"])
         specs["official_train"] = ("benchmark_official.py",
                                    ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--train", "--batch", "2",
                                     "--iters", "2", "--warmup", "0", "--click-rounds", "1", "--device", "cpu"])
@@ -201,7 +201,7 @@ def test_benchmark_inference_tiny(tool_runs):
     _check_run_info(report)
     assert report["config"]["iters"] == 2 and report["config"]["image_size"] == [64, 64]
     results = report["results"]
-    assert [r["dtype"] for r in results] == ["fp32", "bf16"]
+    assert [r["dtype"] for r in results] == ["fp32", "bf16", "int8"]
     params = _tiny_params()
     for r in results:
         assert r["config_file"] == TINY and r["device"] == "cpu" and r["batch"] == 1
@@ -242,8 +242,12 @@ def test_benchmark_official_tiny(tool_runs):
     report, stdout = _finish(tool_runs["official"])
     assert report["benchmark"] == "official_vs_ours"
     _check_run_info(report)
-    (r,) = report["results"]
-    assert r["dtype"] == "fp32" and r["image_size"] == [224, 224]
+    r, r8 = report["results"]
+    assert r["dtype"] == "fp32" and r8["dtype"] == "int8" and r["image_size"] == [224, 224]
+    # int8: both models quantised; and ours in int8 against the official fp32 from the same run
+    assert "ratio_ours_over_official_fp32" not in r
+    assert r8["ratio_ours_over_official_fp32"]["forward_median"] == pytest.approx(
+        r8["ours"]["forward"]["median_ms"] / r["official"]["forward"]["median_ms"])
     assert r["ours"]["params"]["total"] == _tiny_params(TINY_OFFICIAL_OPTS)
     assert r["official"]["params"]["total"] > 0
     assert r["official"]["build"]["overrides"]["embed_dim"] == 96
@@ -330,7 +334,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path):
         ("benchmark_train", ["--config-file", TINY] + out + ["SOLVER.NO_SUCH_KEY", "1"], "NO_SUCH_KEY"),
         ("benchmark_train", ["--config-file", TINY, "--amp", "fp8"] + out, "fp8"),
         ("benchmark_official", ["--config-file", missing] + out, "nope.yaml"),
-        ("benchmark_official", ["--config-file", TINY, "--dtype", "int8"] + out, "int8"),
+        ("benchmark_official", ["--config-file", TINY, "--dtype", "fp8"] + out, "fp8"),
         ("benchmark_official", ["--config-file", TINY, "--train", "--batch", "0"] + out + TINY_OFFICIAL_OPTS, "--batch"),
         ("benchmark_official", ["--config-file", TINY, "--train", "--amp", "fp8"] + out, "fp8"),
         # the tiny config's 4-token windows and 128 px input have no official equivalent

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (autocast, benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
+from adaptiveclick.utils.bench import (autocast, benchmark_parser, build_benchmark_model, check_cli_args, model_for_dtype,  # noqa: E402
                                        cli_load_config, save_report,
                                        click_inputs, count_parameters, format_table, load_config,
                                        measure_click_model, peak_memory_mb, reset_peak_memory, time_fn)
@@ -131,14 +131,15 @@ def run(args, device, configs):
         params = count_parameters(model)
         image, clicks, prev = click_inputs(args.size, args.num_clicks, seed=args.seed)
         for dtype in args.dtype:
-            r = measure_click_model(model, image, clicks, prev, device, dtype, args.iters, args.warmup,
+            net = model_for_dtype(model, dtype)  # int8: a quantised copy
+            r = measure_click_model(net, image, clicks, prev, device, dtype, args.iters, args.warmup,
                                     cfg.TEST.NOC.PRED_THRESHOLD)
             row = {"config_file": config_file, "model": model_name(config_file),
                    "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "device": str(device), "dtype": dtype,
                    "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1,
                    "params": params, **r}
             if args.predictor:
-                row["predictor_add_click"] = measure_predictor(model, cfg, image, device, dtype, args.iters,
+                row["predictor_add_click"] = measure_predictor(net, cfg, image, device, dtype, args.iters,
                                                                args.warmup, args.predictor_clicks, args.seed,
                                                                compile_too=args.compile)
             for key in ("forward", "whole_click"):

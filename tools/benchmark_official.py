@@ -17,7 +17,10 @@ fp32 = autocast off), median over ``--iters`` synchronised runs after ``--warmup
   to the host), then sigmoid and threshold (``TEST.NOC.PRED_THRESHOLD``);
 
 plus peak memory (CUDA: max allocated tensor memory; CPU: process max RSS, see adaptiveclick/utils/bench.py)
-and parameter counts (the official count includes its unused ``cls_token``/``fc_norm``/``head``).  Ours is
+and parameter counts (the official count includes its unused ``cls_token``/``fc_norm``/``head``).  ``--dtype
+int8`` (CPU) quantises both models' linear layers the same way (adaptiveclick.utils.quantize); every precision
+other than fp32 also gets ``ratio_ours_over_official_fp32``, ours in that precision against the official model
+as it ships.  Ours is
 measured first and released before the official model is built, so that neither model's memory counts in the
 other's CUDA peak (the CPU peak RSS can still include memory the allocator kept from the first model).  The table
 gives ours / official ratios (below 1 = ours faster / smaller).
@@ -49,7 +52,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
-                                       check_cli_args, cli_load_config, click_inputs, count_parameters, format_table,
+                                       check_cli_args, cli_load_config, click_inputs, count_parameters, format_table, model_for_dtype,
                                        measure_click_model, measure_train_step, reset_peak_memory, save_report,
                                        synthetic_training_batch, time_forward_and_click, time_training)
 
@@ -110,8 +113,8 @@ def compare(name, config_file, cfg, args, device, official_root):
 
     model = build_benchmark_model(cfg, seed=args.seed)
     ours = {"params": count_parameters(model)}
-    ours.update({dtype: measure_click_model(model, image, clicks, prev, device, dtype, args.iters, args.warmup,
-                                            threshold) for dtype in args.dtype})
+    ours.update({dtype: measure_click_model(model_for_dtype(model, dtype), image, clicks, prev, device, dtype,
+                                            args.iters, args.warmup, threshold) for dtype in args.dtype})
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -120,8 +123,8 @@ def compare(name, config_file, cfg, args, device, official_root):
     model = build_official_model(official_root, size, img_size, **overrides).to(device)
     official = {"params": count_parameters(model), "build": {"size": size, "img_size": img_size,
                                                              "overrides": overrides}}
-    official.update({dtype: measure_official(model, image, clicks, prev, device, dtype, args.iters, args.warmup,
-                                             threshold) for dtype in args.dtype})
+    official.update({dtype: measure_official(model_for_dtype(model, dtype), image, clicks, prev, device, dtype,
+                                             args.iters, args.warmup, threshold) for dtype in args.dtype})
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -141,6 +144,12 @@ def compare(name, config_file, cfg, args, device, official_root):
                 "params": _ratio(ours["params"]["total"], official["params"]["total"]),
             },
         })
+        if dtype != "fp32" and "fp32" in official:
+            # ours in this precision against the official model as it ships (fp32), as the issue's targets read
+            rows[-1]["ratio_ours_over_official_fp32"] = {
+                "forward_median": _ratio(o["forward"]["median_ms"], official["fp32"]["forward"]["median_ms"]),
+                "whole_click_median": _ratio(o["whole_click"]["median_ms"],
+                                             official["fp32"]["whole_click"]["median_ms"])}
         print(f"{name:10s} {dtype:5s} forward ours {o['forward']['median_ms']:9.2f} ms official "
               f"{f['forward']['median_ms']:9.2f} ms | whole click ours {o['whole_click']['median_ms']:9.2f} ms "
               f"official {f['whole_click']['median_ms']:9.2f} ms", flush=True)

@@ -9,6 +9,9 @@ Protocol settings come from ``TEST.NOC.*`` (20 clicks, stop at IoU 0.90, thresho
 Per dataset, ``<OUTPUT_DIR>/noc/<dataset>/noc_<dataset>.json`` (metrics, every instance's IoUs and clicks,
 protocol, device and versions) and ``noc_<dataset>.png`` are written, and ``<OUTPUT_DIR>/noc/results.json``
 holds all metrics.
+
+``--int8`` evaluates a copy of the model with int8 dynamically quantised linear layers (CPU only,
+adaptiveclick.utils.quantize): the way to measure what the predictor's ``quantize="int8"`` costs in NoC.
 """
 
 import logging
@@ -48,9 +51,19 @@ def main(args):
     AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
     model.eval()
     out_dir = os.path.join(cfg.OUTPUT_DIR, "noc")
+    if args.int8:
+        from adaptiveclick.utils.quantize import count_quantized_linears, quantize_dynamic_int8
+
+        if model.device.type != "cpu":
+            raise SystemExit("--int8 runs on the CPU only: add MODEL.DEVICE cpu")
+        model = quantize_dynamic_int8(model)
+        logging.getLogger("adaptiveclick").info("evaluating the int8 dynamically quantised model (%d linear layers)",
+                                                count_quantized_linears(model))
+        out_dir = os.path.join(cfg.OUTPUT_DIR, "noc_int8")
     results = noc_test(cfg, model, output_dir=out_dir)  # logs the NoC table on the main process
     if comm.is_main_process():
-        write_json({"weights": cfg.MODEL.WEIGHTS, "results": results}, os.path.join(out_dir, "results.json"))
+        write_json({"weights": cfg.MODEL.WEIGHTS, "quantize": "int8" if args.int8 else None, "results": results},
+                   os.path.join(out_dir, "results.json"))
     return results
 
 
@@ -59,6 +72,8 @@ def build_parser():
     parser.add_argument("--weights", default="", help="checkpoint to evaluate (sets MODEL.WEIGHTS)")
     parser.add_argument("--datasets", default="",
                         help="comma-separated registered dataset names (default TEST.NOC.DATASETS or DATASETS.TEST)")
+    parser.add_argument("--int8", action="store_true",
+                        help="evaluate the int8 dynamically quantised model (CPU only; results under OUTPUT_DIR/noc_int8)")
     return parser
 
 

@@ -82,10 +82,14 @@ class InteractivePredictor:
             default mode (CUDA graphs, "reduce-overhead", on CUDA; "default" elsewhere) or a mode name.  The
             first click at each new input size compiles (tens of seconds); if compiling fails, a warning is
             logged and the predictor runs eagerly.  On CPUs it brings no speed (measured); meant for GPUs.
+        quantize: None (fp32) or ``"int8"``: a copy of the model with int8 dynamically quantised linear layers
+            (CPU only, :mod:`adaptiveclick.utils.quantize`); faster on CPUs without fast bf16, at a measured
+            cost in accuracy (see the README).  ``self.model`` is then that copy.
     """
 
     def __init__(self, cfg_or_model, device=None, zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
-                 threshold: Optional[float] = None, compile: Union[bool, str] = False):
+                 threshold: Optional[float] = None, compile: Union[bool, str] = False,
+                 quantize: Optional[str] = None):
         params = ZoomInParams()
         if _is_cfg(cfg_or_model):
             cfg = cfg_or_model
@@ -114,7 +118,14 @@ class InteractivePredictor:
             raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
         if not isinstance(compile, (bool, str)):
             raise TypeError(f"compile must be a bool or a torch.compile mode name, got {compile!r}")
+        from adaptiveclick.utils.quantize import QUANTIZE_CHOICES, quantize_dynamic_int8
+
+        if quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"quantize must be one of {list(QUANTIZE_CHOICES)}, got {quantize!r}")
         self.model = model.eval()
+        if quantize == "int8":
+            self.model = quantize_dynamic_int8(self.model)
+        self.quantize = quantize
         if compile:
             if not hasattr(self.model, "compile_network"):
                 raise TypeError(f"compile=True needs a model with compile_network() (our meta-architectures); "
@@ -133,7 +144,8 @@ class InteractivePredictor:
     @classmethod
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts=(), device=None,
                          zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
-                         threshold: Optional[float] = None, compile: Union[bool, str] = False) -> "InteractivePredictor":
+                         threshold: Optional[float] = None, compile: Union[bool, str] = False,
+                         quantize: Optional[str] = None) -> "InteractivePredictor":
         """Build from a YAML config (``opts``: KEY VALUE overrides; ``weights`` sets MODEL.WEIGHTS)."""
         from adaptiveclick.config import load_config_file
 
@@ -143,7 +155,8 @@ class InteractivePredictor:
         if device is not None:
             cfg.MODEL.DEVICE = str(device)
         cfg.freeze()
-        return cls(cfg, device=device, zoom_in=zoom_in, flip=flip, threshold=threshold, compile=compile)
+        return cls(cfg, device=device, zoom_in=zoom_in, flip=flip, threshold=threshold, compile=compile,
+                   quantize=quantize)
 
     @staticmethod
     def _build(cfg, device):

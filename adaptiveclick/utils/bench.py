@@ -33,14 +33,18 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["DTYPES", "parse_dtype", "check_device", "synchronize", "time_fn", "reset_peak_memory",
+__all__ = ["DTYPES", "QUANTIZED_DTYPES", "model_for_dtype", "parse_dtype", "check_device", "synchronize", "time_fn", "reset_peak_memory",
            "peak_memory_mb", "autocast", "count_parameters", "format_table", "load_config", "benchmark_parser",
            "cli_load_config", "check_cli_args", "save_report",
            "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn", "AMP_CHOICES",
            "synthetic_training_batch", "time_training", "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``int8`` = fp32 activations with int8 dynamically quantised linear layers: a quantised copy of the model
+#: (:func:`model_for_dtype`; CPU only, adaptiveclick.utils.quantize).
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
+#: the DTYPES entries that run a quantised copy of the model
+QUANTIZED_DTYPES = ("int8",)
 
 _CPU_PEAK_RESET = {"done": False}
 
@@ -50,6 +54,16 @@ def parse_dtype(name: str) -> Optional[torch.dtype]:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+def model_for_dtype(model: torch.nn.Module, dtype_name: str) -> torch.nn.Module:
+    """``model`` itself, or for ``int8`` its int8 dynamically quantised copy (ValueError off the CPU)."""
+    parse_dtype(dtype_name)
+    if dtype_name == "int8":
+        from adaptiveclick.utils.quantize import quantize_dynamic_int8
+
+        return quantize_dynamic_int8(model)
+    return model
 
 
 def check_device(device) -> torch.device:
@@ -151,7 +165,7 @@ def peak_memory_mb(device) -> Dict[str, object]:
 
 
 def autocast(device, dtype_name: str):
-    """``torch.autocast(device.type, dtype)`` for ``bf16`` / ``fp16``; a null context for ``fp32``."""
+    """``torch.autocast(device.type, dtype)`` for ``bf16`` / ``fp16``; a null context for ``fp32`` / ``int8``."""
     dtype = parse_dtype(dtype_name)
     device = torch.device(device)
     if dtype is None:
@@ -308,7 +322,8 @@ def benchmark_parser(description: str, output: str, iters: Optional[int], warmup
     ap.add_argument("--warmup", type=int, default=warmup, help="untimed runs before each measurement")
     if clicks:
         ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES),
-                        help="autocast precisions to time (fp32 = autocast off)")
+                        help="autocast precisions to time (fp32 = autocast off; int8 = a copy with int8 "
+                             "dynamically quantised linear layers, CPU only)")
         ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input of a timed click")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default=output, help=f"JSON report (default {output})")
@@ -335,9 +350,14 @@ def check_cli_args(ap, args, minimums: Dict[str, int]):
     if len(getattr(args, "opts", None) or []) % 2:
         ap.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
     try:
-        return check_device(args.device)
+        device = check_device(args.device)
     except ValueError as e:
         ap.error(f"--device: {e}")
+    quantized = [d for d in getattr(args, "dtype", None) or [] if d in QUANTIZED_DTYPES]
+    if quantized and device.type != "cpu":
+        ap.error(f"--dtype {' '.join(quantized)} runs on the CPU only (PyTorch's dynamic int8 kernels), not on "
+                 f"{device}")
+    return device
 
 
 def save_report(benchmark: str, config: dict, device, results, output: str) -> dict:
