@@ -301,9 +301,9 @@ def test_benchmark_inference_compiled_predictor_settings(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     out = tmp_path / "inference.json"
-    report = _load_tool("benchmark_inference").main(["--config-file", TINY, "--size", "64", "--iters", "2", "--warmup", "1", "--device", "cpu",
-                          "--dtype", "fp32", "--predictor", "--predictor-clicks", "2", "--compile",
-                          "--output", str(out)])
+    report = _load_tool("benchmark_inference").main([
+        "--config-file", TINY, "--size", "64", "--iters", "2", "--warmup", "1", "--device", "cpu", "--dtype", "fp32",
+        "--predictor", "--predictor-clicks", "2", "--compile", "--output", str(out)])
     assert json.loads(out.read_text())["config"]["compile"] is True
     (r,) = report["results"]
     settings = r["predictor_add_click"]
@@ -335,7 +335,8 @@ def test_bad_arguments_exit_with_a_message(tmp_path):
         ("benchmark_train", ["--config-file", TINY, "--amp", "fp8"] + out, "fp8"),
         ("benchmark_official", ["--config-file", missing] + out, "nope.yaml"),
         ("benchmark_official", ["--config-file", TINY, "--dtype", "fp8"] + out, "fp8"),
-        ("benchmark_official", ["--config-file", TINY, "--train", "--batch", "0"] + out + TINY_OFFICIAL_OPTS, "--batch"),
+        ("benchmark_official", ["--config-file", TINY, "--train", "--batch", "0"] + out + TINY_OFFICIAL_OPTS,
+         "--batch"),
         ("benchmark_official", ["--config-file", TINY, "--train", "--amp", "fp8"] + out, "fp8"),
         # the tiny config's 4-token windows and 128 px input have no official equivalent
         ("benchmark_official", ["--config-file", TINY] + out, "no official AdaptiveClick equivalent"),

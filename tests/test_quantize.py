@@ -95,7 +95,8 @@ def test_evaluate_noc_has_the_int8_switch():
 def test_visualize_demo_int8(tmp_path):
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location("_visualize_int8", os.path.join(ROOT, "tools", "demo", "visualize.py"))
+    path = os.path.join(ROOT, "tools", "demo", "visualize.py")
+    spec = importlib.util.spec_from_file_location("_visualize_int8", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     image = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)

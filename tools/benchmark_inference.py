@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (autocast, benchmark_parser, build_benchmark_model, check_cli_args, model_for_dtype,  # noqa: E402
-                                       cli_load_config, save_report,
-                                       click_inputs, count_parameters, format_table, load_config,
-                                       measure_click_model, peak_memory_mb, reset_peak_memory, time_fn)
+from adaptiveclick.utils.bench import (  # noqa: E402
+    autocast, benchmark_parser, build_benchmark_model, check_cli_args, cli_load_config, click_inputs,
+    count_parameters, format_table, load_config, measure_click_model, model_for_dtype, peak_memory_mb,
+    reset_peak_memory, save_report, time_fn)
 
 DEFAULT_CONFIGS = [f"configs/sbd/adaptiveclick_vit_{s}_448.yaml" for s in ("b", "l", "h")]
 PREDICTOR_SETTINGS = {"plain": (False, False), "zoom_in+flip": (True, True)}

@@ -20,10 +20,9 @@ plus peak memory (CUDA: max allocated tensor memory; CPU: process max RSS, see a
 and parameter counts (the official count includes its unused ``cls_token``/``fc_norm``/``head``).  ``--dtype
 int8`` (CPU) quantises both models' linear layers the same way (adaptiveclick.utils.quantize); every precision
 other than fp32 also gets ``ratio_ours_over_official_fp32``, ours in that precision against the official model
-as it ships.  Ours is
-measured first and released before the official model is built, so that neither model's memory counts in the
-other's CUDA peak (the CPU peak RSS can still include memory the allocator kept from the first model).  The table
-gives ours / official ratios (below 1 = ours faster / smaller).
+as it ships.  Ours is measured first and released before the official model is built, so that neither model's
+memory counts in the other's CUDA peak (the CPU peak RSS can still include memory the allocator kept from the
+first model).  The table gives ours / official ratios (below 1 = ours faster / smaller).
 
 With ``--train``, training instead of inference: for each size, one batch of ``--batch`` synthetic samples
 mapped by our ``ClickTrainingMapper`` (crop = the model's IMG_SIZE, the official model's fixed input size), then
@@ -52,9 +51,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
-                                       check_cli_args, cli_load_config, click_inputs, count_parameters, format_table, model_for_dtype,
-                                       measure_click_model, measure_train_step, reset_peak_memory, save_report,
-                                       synthetic_training_batch, time_forward_and_click, time_training)
+                                       check_cli_args, cli_load_config, click_inputs, count_parameters, format_table,
+                                       measure_click_model, measure_train_step, model_for_dtype, reset_peak_memory,
+                                       save_report, synthetic_training_batch, time_forward_and_click,
+                                       time_training)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
 TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}

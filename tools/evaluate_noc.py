@@ -73,7 +73,7 @@ def build_parser():
     parser.add_argument("--datasets", default="",
                         help="comma-separated registered dataset names (default TEST.NOC.DATASETS or DATASETS.TEST)")
     parser.add_argument("--int8", action="store_true",
-                        help="evaluate the int8 dynamically quantised model (CPU only; results under OUTPUT_DIR/noc_int8)")
+                        help="evaluate the int8 dynamically quantised model (CPU only; results in OUTPUT_DIR/noc_int8)")
     return parser
 
 
