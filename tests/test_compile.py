@@ -114,3 +114,15 @@ def test_compiled_predictor_matches_eager(tiny_model):
     # one network call per click (the flipped copy runs in the same batch), all of them compiled
     assert wrapper.compiled_calls == len(clicks) and wrapper.eager_calls == 0
     assert tiny_model.compiled_network is None
+
+
+def test_cuda_graph_modes_mark_a_new_step_per_call(monkeypatch):
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    for mode, expected in (("reduce-overhead", 2), ("max-autotune", 2), ("default", 0),
+                           ("max-autotune-no-cudagraphs", 0)):
+        marks.clear()
+        wrapper = CompiledOrEager(lambda x: x + 1, mode=mode, compiler=lambda fn, mode: fn)
+        wrapper(torch.zeros(1))
+        wrapper(torch.zeros(1))
+        assert len(marks) == expected, mode

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 #: the ``mode`` values of torch.compile accepted here
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def default_compile_mode(device) -> str:
@@ -79,6 +80,10 @@ class CompiledOrEager:
     def __call__(self, *args, **kwargs):
         if self.failure is None:
             try:
+                if self.mode in _CUDA_GRAPH_MODES:
+                    # each call is a new inference step: CUDA graphs may reuse the previous call's output memory
+                    # (the callers here consume an output before the next call)
+                    torch.compiler.cudagraph_mark_step_begin()
                 out = self._compiled(*args, **kwargs)
                 self.compiled_calls += 1
                 return out
