@@ -317,6 +317,16 @@ def test_benchmark_inference_compiled_predictor_settings(tmp_path, monkeypatch):
             assert p["compile_mode"] == "default"
 
 
+def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
+    """tools/check_cuda_sync.py runs its steps on the CPU without the debug mode (its GPU run needs a GPU)."""
+    out = tmp_path / "sync.json"
+    report = _load_tool("check_cuda_sync").main(["--config-file", TINY, "--size", "64", "--warmup", "1",
+                                                 "--device", "cpu", "--output", str(out)])
+    assert json.loads(out.read_text())["config"]["sync_debug"] == "unavailable"
+    assert set(report["results"]) == {"network", "whole_click"}
+    assert all(stage == {"syncs": None, "events": []} for stage in report["results"].values())
+
+
 # -- bad arguments ----------------------------------------------------------------------------------------
 
 
@@ -329,6 +339,8 @@ def test_bad_arguments_exit_with_a_message(tmp_path):
         ("benchmark_inference", ["--config-file", TINY, "--iters", "0"] + out, "--iters"),
         ("benchmark_inference", ["--config-file", TINY] + out + ["MODEL.VIT.NO_SUCH_KEY", "3"], "NO_SUCH_KEY"),
         ("benchmark_inference", ["--config-file", TINY, "--compile"] + out, "add --predictor"),
+        ("check_cuda_sync", ["--config-file", missing] + out, "nope.yaml"),
+        ("check_cuda_sync", ["--config-file", TINY, "--warmup", "0"] + out, "--warmup"),
         ("benchmark_train", ["--config-file", missing] + out, "nope.yaml"),
         ("benchmark_train", ["--config-file", TINY, "--batch", "0"] + out, "--batch"),
         ("benchmark_train", ["--config-file", TINY] + out + ["SOLVER.NO_SUCH_KEY", "1"], "NO_SUCH_KEY"),
@@ -345,7 +357,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path):
     ]
     if not torch.cuda.is_available():
         cases += [(tool, ["--config-file", TINY, "--device", "cuda"] + out, "CUDA is not available")
-                  for tool in ("benchmark_inference", "benchmark_train", "benchmark_official")]
+                  for tool in ("benchmark_inference", "benchmark_train", "benchmark_official", "check_cuda_sync")]
     for tool, argv, message in cases:
         code, err = _main_exit(tool, argv)
         assert code not in (0, None), (tool, argv)
@@ -360,3 +372,55 @@ def test_bad_device_as_subprocess_exit_code(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--device" in proc.stderr and "gpu0" in proc.stderr
+
+
+# -- the prepared GPU run (tools/device/gpu_check.sh) ---------------------------------------------------------
+
+
+def _device_script_commands():
+    """(tool, argv) of every ``tools/<tool>.py`` call in tools/device/gpu_check.sh, "$OUT" replaced."""
+    import shlex
+
+    with open(os.path.join(TOOLS, "device", "gpu_check.sh")) as f:
+        text = f.read().replace("\\\n", " ")
+    calls = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#") or "tools/" not in line or ".py" not in line:
+            continue
+        tokens = shlex.split(line.replace('"$OUT"', "/tmp/gpu_check_out").replace('"$PY"', "python"))
+        for i, tok in enumerate(tokens):
+            if tok.startswith("tools/") and tok.endswith(".py"):
+                calls.append((os.path.splitext(os.path.basename(tok))[0], tokens[i + 1:]))
+    return calls
+
+
+class _Parsed(Exception):
+    pass
+
+
+def test_device_script_commands_parse(monkeypatch):
+    """Every tool call of the prepared GPU run parses with that tool's own parser (its GPU time is scarce: a
+    typo there would waste a lent machine)."""
+    import argparse
+
+    calls = _device_script_commands()
+    assert {tool for tool, _ in calls} >= {"benchmark_msda", "benchmark_official", "check_cuda_sync",
+                                          "benchmark_inference", "benchmark_train"}
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise _Parsed(original(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    for tool, argv in calls:
+        module = _load_tool(tool)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(_Parsed):
+            module.main(argv)
+        assert not err.getvalue(), (tool, argv, err.getvalue())
+
+
+def test_device_scripts_are_valid_bash():
+    for name in ("gpu_check.sh", "fetch_wheels.sh"):
+        proc = subprocess.run(["bash", "-n", os.path.join(TOOLS, "device", name)], capture_output=True, text=True)
+        assert proc.returncode == 0, (name, proc.stderr)

@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Does a click make the host wait for the GPU?  ``torch.cuda.set_sync_debug_mode`` on the network and the click.
+
+After ``--warmup`` untimed clicks (the deformable-attention op reads its index tensors once, the PMMD encoder
+makes them once per input size), with the debug mode set to ``"warn"``:
+
+* ``network``: ``model.predict`` on preprocessed inputs (ViT, pyramid, PMMD, CAMD); the goal is **zero**
+  synchronising calls;
+* ``whole_click``: ``model([{"image", "clicks", "prev_mask"}])`` from host tensors, sigmoid, threshold and the
+  mask copied back: at least the final device-to-host copy synchronises, by design.
+
+Every synchronising call is recorded with the line of our code that made it (PyTorch reports each as a
+``UserWarning``); the JSON lists them per stage and the exit status is 1 when the network made any.  On the
+CPU (no CUDA) the same steps run without the debug mode, as a dry run of this script (``"sync_debug":
+"unavailable"``).
+
+    python tools/check_cuda_sync.py --device cuda                      # ViT-B/448
+    python tools/check_cuda_sync.py --config-file configs/synthetic/tiny.yaml --size 128 --device cpu
+"""
+
+import os
+import sys
+import traceback
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
+                                       cli_load_config, click_inputs, save_report)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _our_frame():
+    """``file:line`` of the innermost frame of this repository's package (where a sync was asked for)."""
+    package = os.path.join(REPO, "adaptiveclick")
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if frame.filename.startswith(package):
+            return f"{os.path.relpath(frame.filename, REPO)}:{frame.lineno}"
+    return "outside adaptiveclick"
+
+
+def record_syncs(fn, device):
+    """Run ``fn()`` with the CUDA sync debug mode on "warn"; returns (result, [{"message", "where"}])."""
+    events = []
+    if device.type != "cuda":
+        return fn(), None
+    original_showwarning = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message).lower():
+            events.append({"message": str(message).splitlines()[0][:300], "where": _our_frame()})
+        else:
+            original_showwarning(message, category, filename, lineno, file, line)
+
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = showwarning
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+            warnings.showwarning = original_showwarning
+    return result, events
+
+
+def main(argv=None):
+    ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "cuda_sync.json"), iters=1, warmup=2)
+    ap.add_argument("--config-file", default="configs/sbd/adaptiveclick_vit_b_448.yaml", metavar="FILE")
+    ap.add_argument("--size", type=int, default=448, help="square image side in pixels")
+    ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input")
+    args = ap.parse_args(argv)
+    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 1, "--size": 32, "--num-clicks": 1})
+    if not os.path.isfile(args.config_file):
+        ap.error(f"config file not found: {args.config_file}")
+    cfg = cli_load_config(ap, args.config_file, args.opts, device)
+    model = build_benchmark_model(cfg, seed=args.seed)
+    image, clicks, prev = click_inputs(args.size, args.num_clicks, seed=args.seed)
+    threshold = cfg.TEST.NOC.PRED_THRESHOLD
+
+    def inputs():
+        return [{"image": torch.from_numpy(image).permute(2, 0, 1), "clicks": torch.from_numpy(clicks),
+                 "prev_mask": torch.from_numpy(prev)[None]}]
+
+    def whole_click():
+        logits = model(inputs())[0]["mask_logits"]
+        return (logits.float().sigmoid() > threshold)[0].cpu()
+
+    with torch.no_grad():
+        data = model.preprocess(inputs())
+        for _ in range(args.warmup):
+            whole_click()
+            model.predict(data)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stages = {}
+        for name, fn in (("network", lambda: model.predict(data)), ("whole_click", whole_click)):
+            events_all = []
+            for _ in range(args.iters):
+                _, events = record_syncs(fn, device)
+                if events is not None:
+                    events_all += events
+            stages[name] = {"syncs": None if device.type != "cuda" else len(events_all) / args.iters,
+                            "events": events_all[:50]}
+    status = "unavailable" if device.type != "cuda" else "warn"
+    for name, stage in stages.items():
+        where = sorted({e["where"] for e in stage["events"]})
+        print(f"{name:12s} synchronising calls per run: {stage['syncs'] if stage['syncs'] is not None else 'n/a'}"
+              + (f"  at {', '.join(where)}" if where else ""), flush=True)
+    report = save_report("cuda_sync", {"config_file": args.config_file, "overrides": list(args.opts),
+                                       "image_size": [args.size, args.size], "num_clicks": args.num_clicks,
+                                       "warmup": args.warmup, "iters": args.iters, "sync_debug": status},
+                         device, stages, args.output)
+    if device.type == "cuda" and stages["network"]["syncs"]:
+        print("the network's forward synchronises with the host: see 'events' in the JSON", file=sys.stderr)
+        raise SystemExit(1)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one prepared run on the lent GPU machine (the `device` tool; H200/H100,
+# Python 3.12 with torch + CUDA, no network), in priority order, inside one deadline (default 560 s, under the
+# tool's 600 s per command; GPU_CHECK_SECONDS changes it):
+#   1. dependencies from the carried .wheels/ (tools/device/fetch_wheels.sh, run beforehand where pip works)
+#   2. the extension with its CUDA kernel (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0 for Hopper)
+#   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor)
+#   4. the operator benchmark (cuda vs pytorch)
+#   5. ours vs the official model per click, ViT-B and ViT-H, fp32 and bf16 (needs .official/)
+#   6. host synchronisation of the network and of a whole click (tools/check_cuda_sync.py)
+#   7. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32
+#   8. ms per click of the predictor, eager and with compile=True (CUDA graphs)
+# A step that would not fit the time left is skipped and said so; a failing step does not stop the others.
+# Writes to $OUT (at most 8 files come back): log.txt and one JSON per benchmark.
+#
+#   device.run(command="bash tools/device/gpu_check.sh", carry=[".wheels", ".official"], timeout_s=600)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OUT="${OUT:-output/device}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+T0=$(date +%s)
+DEADLINE=$(( T0 + ${GPU_CHECK_SECONDS:-560} ))
+FAILED=()
+
+# run_step NAME CAP_SECONDS CMD...: run CMD with a timeout of min(CAP, time left - 10 s), or skip it
+run_step() {
+  local name="$1" cap="$2"; shift 2
+  local left=$(( DEADLINE - $(date +%s) - 10 ))
+  local limit=$(( cap < left ? cap : left ))
+  if [ "$limit" -lt 20 ]; then
+    echo "=== SKIPPED $name: ${left}s left"; FAILED+=("$name(skipped)"); return
+  fi
+  echo "=== [$(( $(date +%s) - T0 ))s] $name (limit ${limit}s)"
+  timeout --signal=INT --kill-after=5 "$limit" "$@"
+  local rc=$?
+  echo "=== [$(( $(date +%s) - T0 ))s] $name: rc=$rc"
+  [ "$rc" -eq 0 ] || FAILED+=("$name(rc=$rc)")
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+SITE=/tmp/adaptiveclick_site
+mkdir -p "$SITE"
+if ls .wheels/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    $(ls .wheels/*.whl | grep -v sal_detectron2) || FAILED+=("wheels")
+  for w in .wheels/sal_detectron2-*.whl; do "$PY" -m zipfile -e "$w" "$SITE"; done
+  rm -rf "$SITE"/detectron2/_C*.so "$SITE"/tools  # a _C for CPython 3.10 (never loaded) and its own tools/ package
+else
+  echo "no .wheels/: run tools/device/fetch_wheels.sh here first and carry .wheels"
+fi
+export PYTHONPATH="$SITE:$PWD"
+[ -d .official ] && export ADAPTIVECLICK_OFFICIAL_ROOT="$PWD/.official"
+"$PY" -c "import torch, detectron2, fvcore; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" \
+  || { echo "imports failed: stopping"; exit 1; }
+
+run_step build 240 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS=16 \
+  "$PY" setup.py -q build_ext --inplace
+"$PY" -c "from adaptiveclick.layers.ms_deform_attn import extension_status as s; print('extension', s())"
+run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py
+run_step msda 45 "$PY" tools/benchmark_msda.py --device cuda --batch-sizes 1 16 --impls cuda pytorch --output "$OUT/msda.json"
+if [ -d .official ]; then
+  run_step official_inference 100 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
+    --iters 30 --warmup 5 --output "$OUT/official.json"
+fi
+run_step cuda_sync 45 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
+if [ -d .official ]; then
+  run_step official_train 110 "$PY" tools/benchmark_official.py --train --sizes base huge --device cuda \
+    --amp none bf16 --iters 5 --warmup 2 --click-rounds 1 --output "$OUT/official_train.json"
+else
+  run_step train 110 "$PY" tools/benchmark_train.py --device cuda --iters 5 --warmup 2 --click-rounds 1 \
+    --output "$OUT/train.json"
+fi
+run_step inference 120 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
+  configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --compile --iters 20 \
+  --warmup 6 --output "$OUT/inference.json"
+
+echo "=== done in $(( $(date +%s) - T0 ))s; failed or skipped: ${FAILED[*]:-none}"
+[ "${#FAILED[@]}" -eq 0 ]
