@@ -11,7 +11,8 @@
 #   7. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32
 #   8. ms per click of the predictor, eager and with compile=True (CUDA graphs)
 # A step that would not fit the time left is skipped and said so; a failing step does not stop the others.
-# Writes to $OUT (at most 8 files come back): log.txt and one JSON per benchmark.
+# Writes to $OUT (at most 8 files come back): log.txt and one JSON per benchmark.  GPU_CHECK_DRY=1 runs the
+# steps on a machine without a GPU (to try the script itself: the CUDA steps then fail or skip).
 #
 #   device.run(command="bash tools/device/gpu_check.sh", carry=[".wheels", ".official"], timeout_s=600)
 set -uo pipefail
@@ -53,8 +54,17 @@ else
 fi
 export PYTHONPATH="$SITE:$PWD"
 [ -d .official ] && export ADAPTIVECLICK_OFFICIAL_ROOT="$PWD/.official"
-"$PY" -c "import torch, detectron2, fvcore; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" \
-  || { echo "imports failed: stopping"; exit 1; }
+"$PY" -c "
+import sys, torch, detectron2, fvcore
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device', gpu, 'detectron2', detectron2.__version__)
+sys.exit(0 if gpu else 3)"
+case $? in
+  0) ;;
+  3) if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then echo "no CUDA device: dry run (GPU_CHECK_DRY=1) goes on"
+     else echo "no CUDA device: stopping (GPU_CHECK_DRY=1 runs the steps anyway)"; exit 1; fi ;;
+  *) echo "imports failed: stopping"; exit 1 ;;
+esac
 
 run_step build 240 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS=16 \
   "$PY" setup.py -q build_ext --inplace
