@@ -83,8 +83,9 @@ class InteractivePredictor:
             first click at each new input size compiles (tens of seconds); if compiling fails, a warning is
             logged and the predictor runs eagerly.  On CPUs it brings no speed (measured); meant for GPUs.
         quantize: None (fp32) or ``"int8"``: a copy of the model with int8 dynamically quantised linear layers
-            (CPU only, :mod:`adaptiveclick.utils.quantize`); faster on CPUs without fast bf16, at a measured
-            cost in accuracy (see the README).  ``self.model`` is then that copy.
+            (CPU only, :mod:`adaptiveclick.utils.quantize`); about a quarter faster per ViT-B click on CPUs without
+            fast bf16; NoC unchanged on the small trained model we could check, so check yours with
+            ``tools/evaluate_noc.py --int8`` (README, Speed).  ``self.model`` is then that copy.
     """
 
     def __init__(self, cfg_or_model, device=None, zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,

@@ -33,11 +33,10 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["DTYPES", "QUANTIZED_DTYPES", "model_for_dtype", "parse_dtype", "check_device", "synchronize", "time_fn",
-           "reset_peak_memory",
-           "peak_memory_mb", "autocast", "count_parameters", "format_table", "load_config", "benchmark_parser",
-           "cli_load_config", "check_cli_args", "save_report",
-           "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn", "AMP_CHOICES",
+__all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
+           "synchronize", "time_fn", "reset_peak_memory", "peak_memory_mb", "autocast", "count_parameters",
+           "format_table", "load_config", "benchmark_parser", "cli_load_config", "check_cli_args", "save_report",
+           "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn",
            "synthetic_training_batch", "time_training", "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
