@@ -15,10 +15,9 @@ that says why.  Nothing here fails at import time: a missing or broken extension
 import importlib
 import os
 import weakref
+from typing import Tuple
 
 import torch
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 from .reference import ms_deform_attn_pytorch
 
@@ -157,6 +156,10 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
          f"without the last axis), got {tuple(attention_weights.shape)}")
     need(level_start_index.shape[0] == num_levels,
          f"level_start_index has {level_start_index.shape[0]} entries but spatial_shapes has {num_levels} levels")
+    if torch.compiler.is_compiling():
+        # reading the index values would break the traced graph; the shapes above are still checked, and the
+        # same call checked its values when it last ran eagerly
+        return
     shapes, starts = _index_values(spatial_shapes, level_start_index)
     expect_start = 0
     for lvl, ((h, w), st) in enumerate(zip(shapes, starts)):
@@ -166,24 +169,51 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
     need(expect_start == s, f"value has S={s} tokens but spatial_shapes sum to {expect_start} (sum of H*W)")
 
 
-class _MSDeformAttnFunction(Function):
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-        ext, _ = _extension()
-        out = ext.ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
-                                         attention_weights)
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return out
+# The kernels as PyTorch operators (torch.library): autograd through ``register_autograd``, and fake (meta)
+# implementations that give the output shapes, so that torch.compile keeps the whole PMMD encoder in one graph
+# (and CUDA graphs can capture it) instead of breaking the graph at every call.
+@torch.library.custom_op("adaptiveclick::ms_deform_attn", mutates_args=())
+def _msda_forward_op(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                     sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    ext, _ = _extension()
+    return ext.ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
+                                      attention_weights)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
-        ext, _ = _extension()
-        grad_value, grad_loc, grad_attn = ext.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            grad_output.contiguous())
-        return grad_value, None, None, grad_loc, grad_attn
+
+@_msda_forward_op.register_fake
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    n, _, m, d = value.shape
+    return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+
+@torch.library.custom_op("adaptiveclick::ms_deform_attn_backward", mutates_args=())
+def _msda_backward_op(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                      sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                      grad_output: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ext, _ = _extension()
+    grad_value, grad_loc, grad_attn = ext.ms_deform_attn_backward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output)
+    return grad_value, grad_loc, grad_attn
+
+
+@_msda_backward_op.register_fake
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output):
+    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+
+
+def _msda_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _msda_backward(ctx, grad_output):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+    grad_value, grad_loc, grad_attn = _msda_backward_op(value, spatial_shapes, level_start_index,
+                                                        sampling_locations, attention_weights,
+                                                        grad_output.contiguous())
+    return grad_value, None, None, grad_loc, grad_attn
+
+
+_msda_forward_op.register_autograd(_msda_backward, setup_context=_msda_setup_context)
 
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
@@ -208,7 +238,7 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
         return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations,
                                       attention_weights)
     dev = value.device
-    return _MSDeformAttnFunction.apply(
+    return _msda_forward_op(
         value.contiguous(), spatial_shapes.to(device=dev, dtype=torch.long).contiguous(),
         level_start_index.to(device=dev, dtype=torch.long).contiguous(), sampling_locations.contiguous(),
         attention_weights.contiguous())
