@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from adaptiveclick.inference import InteractivePredictor
+from adaptiveclick.layers.ms_deform_attn import extension_status
 from adaptiveclick.utils.compile import CompiledOrEager, compile_failure_types, default_compile_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,3 +127,25 @@ def test_cuda_graph_modes_mark_a_new_step_per_call(monkeypatch):
         wrapper(torch.zeros(1))
         wrapper(torch.zeros(1))
         assert len(marks) == expected, mode
+
+
+@pytest.mark.skipif(not extension_status()["cpu"], reason="the C++ MSDeformAttn kernel is not built (the grid_sample "
+                                                          "reference reads the level sizes on the host)")
+def test_network_traces_as_one_graph(tiny_model):
+    """The whole inference network is one Dynamo graph (no graph break: no host read, no opaque extension call),
+    so a CUDA-graph capture covers all of it.  Before the deformable-attention kernels became torch.library
+    operators, the tiny model traced as 12 graphs (11 breaks: the index check's .tolist() and the extension call
+    in every encoder layer)."""
+    import torch._dynamo
+
+    from adaptiveclick.utils.bench import click_inputs
+
+    image, clicks, prev = click_inputs(96, 4)
+    with torch.no_grad():
+        data = tiny_model.preprocess([{"image": torch.from_numpy(image).permute(2, 0, 1),
+                                       "clicks": torch.from_numpy(clicks), "prev_mask": torch.from_numpy(prev)[None]}])
+        tiny_model.predict(data)  # eager first: the op checks and caches its index values
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(tiny_model._network)(data)
+    assert explanation.graph_break_count == 0, [str(b.reason)[:300] for b in explanation.break_reasons]
+    assert explanation.graph_count == 1
