@@ -10,14 +10,13 @@ on the device: forward time, and forward+backward time, median over repeated syn
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.layers.ms_deform_attn import IMPLS, extension_status, ms_deform_attn, resolve_impl  # noqa: E402
+from adaptiveclick.utils.bench import time_fn  # noqa: E402
 from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 
@@ -37,24 +36,6 @@ def make_inputs(batch, image_size, device, dtype, heads=8, head_dim=32, points=4
     return value.to(**cast), shapes.to(device), starts.to(device), loc.to(**cast), weights.to(**cast)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_fn(fn, device, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times), times
-
-
 def bench_one(impl, inputs, device, repeats, warmup):
     value, shapes, starts, loc, weights = inputs
 
@@ -72,8 +53,8 @@ def bench_one(impl, inputs, device, repeats, warmup):
             grad_out = torch.randn_like(out)
         torch.autograd.grad(out, leaves, grad_out)
 
-    fwd, _ = time_fn(forward, device, repeats, warmup)
-    fwd_bwd, _ = time_fn(forward_backward, device, repeats, warmup)
+    fwd = time_fn(forward, warmup, repeats, device)["median_ms"]
+    fwd_bwd = time_fn(forward_backward, warmup, repeats, device)["median_ms"]
     return {"forward_ms": round(fwd, 3), "forward_backward_ms": round(fwd_bwd, 3)}
 
 
