@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
-                                       cli_load_config, click_inputs, save_report)
+                                       cli_load_config, click_batch, click_inputs, save_report, whole_click_fn)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,16 +81,10 @@ def main(argv=None):
     image, clicks, prev = click_inputs(args.size, args.num_clicks, seed=args.seed)
     threshold = cfg.TEST.NOC.PRED_THRESHOLD
 
-    def inputs():
-        return [{"image": torch.from_numpy(image).permute(2, 0, 1), "clicks": torch.from_numpy(clicks),
-                 "prev_mask": torch.from_numpy(prev)[None]}]
-
-    def whole_click():
-        logits = model(inputs())[0]["mask_logits"]
-        return (logits.float().sigmoid() > threshold)[0].cpu()
+    whole_click = whole_click_fn(model, image, clicks, prev, threshold, device)
 
     with torch.no_grad():
-        data = model.preprocess(inputs())
+        data = model.preprocess(click_batch(image, clicks, prev))
         for _ in range(args.warmup):
             whole_click()
             model.predict(data)

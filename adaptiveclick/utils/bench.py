@@ -36,7 +36,8 @@ import torch
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
            "synchronize", "time_fn", "reset_peak_memory", "peak_memory_mb", "autocast", "count_parameters",
            "format_table", "load_config", "benchmark_parser", "cli_load_config", "check_cli_args", "save_report",
-           "build_benchmark_model", "click_inputs", "measure_click_model", "forward_only_fn",
+           "build_benchmark_model", "click_inputs", "click_batch", "whole_click_fn", "measure_click_model",
+           "forward_only_fn",
            "synthetic_training_batch", "time_training", "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
@@ -263,6 +264,28 @@ def forward_only_fn(model, batched_inputs):
     raise TypeError(f"{type(model).__name__} has neither predict() nor _logits(): cannot time its forward alone")
 
 
+def click_batch(image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray):
+    """The model input of one click, ``[{"image": (3, H, W) uint8, "clicks": (K, 3), "prev_mask": (1, H, W)}]``,
+    wrapping the NumPy arrays of :func:`click_inputs` (no copy)."""
+    return [{"image": torch.from_numpy(image).permute(2, 0, 1), "clicks": torch.from_numpy(clicks),
+             "prev_mask": torch.from_numpy(prev_mask)[None]}]
+
+
+def whole_click_fn(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray, threshold: float,
+                   device="cpu", dtype: str = "fp32") -> Callable[[], torch.Tensor]:
+    """A no-argument callable doing one whole click of ``model``: :func:`click_batch`, ``model(...)`` under
+    ``torch.no_grad`` and the :func:`autocast` of ``dtype``, sigmoid, ``> threshold``, and the (H, W) bool mask
+    copied to host memory."""
+    device = torch.device(device)
+
+    def whole_click():
+        with torch.no_grad(), autocast(device, dtype):
+            logits = model(click_batch(image, clicks, prev_mask))[0]["mask_logits"]
+        return (logits.float().sigmoid() > threshold)[0].cpu()
+
+    return whole_click
+
+
 def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray, device, dtype: str,
                         iters: int, warmup: int, threshold: float) -> Dict[str, object]:
     """Time one of our models at batch 1: the forward alone and the whole click; peak memory over both.
@@ -274,18 +297,9 @@ def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask:
     ``torch.no_grad`` and the :func:`autocast` of ``dtype``.
     """
     device = torch.device(device)
-
-    def whole_click():
-        inputs = [{"image": torch.from_numpy(image).permute(2, 0, 1), "clicks": torch.from_numpy(clicks),
-                   "prev_mask": torch.from_numpy(prev_mask)[None]}]
-        with torch.no_grad(), autocast(device, dtype):
-            logits = model(inputs)[0]["mask_logits"]
-        return (logits.float().sigmoid() > threshold)[0].cpu()
-
     reset_peak_memory(device)
-    forward = forward_only_fn(model, [{"image": torch.from_numpy(image).permute(2, 0, 1),
-                                       "clicks": torch.from_numpy(clicks),
-                                       "prev_mask": torch.from_numpy(prev_mask)[None]}])
+    forward = forward_only_fn(model, click_batch(image, clicks, prev_mask))
+    whole_click = whole_click_fn(model, image, clicks, prev_mask, threshold, device, dtype)
     return time_forward_and_click(forward, whole_click, image.shape[:2], device, dtype, iters, warmup)
 
 
