@@ -253,9 +253,12 @@ def import_official(root=None):
     missing optional dependencies are removed from ``sys.modules`` afterwards.  Raises ``ValueError`` naming
     the path if it is not an official checkout, or if a different checkout's ``isegm`` is already imported.
     """
-    root = _check_root(root if root is not None else os.environ.get(OFFICIAL_ROOT_ENV, DEFAULT_OFFICIAL_ROOT))
-    if root in _OFFICIAL_API:
-        return _OFFICIAL_API[root]
+    raw = root if root is not None else os.environ.get(OFFICIAL_ROOT_ENV, DEFAULT_OFFICIAL_ROOT)
+    if raw is not None and str(raw).strip():  # already imported: no file-system checks (it is called in loops)
+        cached = _OFFICIAL_API.get(os.path.abspath(os.path.expanduser(str(raw))))
+        if cached is not None:
+            return cached
+    root = _check_root(raw)
     loaded = sys.modules.get("isegm")
     if loaded is not None:
         where = [os.path.abspath(p) for p in getattr(loaded, "__path__", [])]
