@@ -289,14 +289,18 @@ def main(argv=None):
         if args.train:
             # the official model takes inputs of exactly its IMG_SIZE: train both at that crop
             size = int(cfg.MODEL.VIT.IMG_SIZE)
-            cfg = cli_load_config(ap, config_file, list(args.opts) + ["INPUT.AUG.CROP_SIZE", [size, size]], device)
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.INPUT.AUG.CROP_SIZE = [size, size]
+            cfg.freeze()
             if args.click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
                 ap.error(f"--click-rounds ({args.click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
                          f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
         cfgs.append((name, config_file, cfg))
     try:
-        api = import_official_training(args.official_root) if args.train else import_official(args.official_root)
-        root = import_official(args.official_root).root
+        api = import_official(args.official_root)
+        stand_ins = set(api.stand_ins) | set(import_official_training(api.root).stand_ins if args.train else ())
+        root = api.root
     except (ValueError, ImportError) as e:
         ap.error(f"--official-root: {e}")
 
@@ -309,8 +313,7 @@ def main(argv=None):
             results += compare(name, config_file, cfg, args, device, root)
     print(train_table(results) if args.train else inference_table(results))
     config = {"runs": [{"name": n, "config_file": c} for n, c in runs], "overrides": list(args.opts),
-              "official_root": root, "official_stand_ins": sorted(set(import_official(root).stand_ins)
-                                                                  | set(getattr(api, "stand_ins", []))),
+              "official_root": root, "official_stand_ins": sorted(stand_ins),
               "device": str(device), "iters": args.iters, "warmup": args.warmup, "statistic": "median",
               "weights": "random"}
     if args.train:
