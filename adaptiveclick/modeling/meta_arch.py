@@ -120,7 +120,7 @@ class _ClickModel(nn.Module):
         return self.__dict__.get("_compiled_network")
 
     def _inference_network(self, data):
-        wrapper = self.__dict__.get("_compiled_network")
+        wrapper = self.compiled_network
         return self._network(data) if wrapper is None else wrapper(data)
 
     def _check_inputs(self, batched_inputs, training):

@@ -251,17 +251,16 @@ def click_inputs(size, num_clicks: int = 5, seed: int = 0):
 def forward_only_fn(model, batched_inputs):
     """A no-argument callable running the network alone on the preprocessed ``batched_inputs``.
 
-    The preprocessing (normalisation, click disks, padding) runs once here, outside the returned callable:
-    ``model.predict(data)`` for :class:`AdaptiveClick` (backbone, pixel decoder, transformer decoder), the
-    backbone and head (with their upsampling) for the SimpleClick baseline.
+    The preprocessing (normalisation, click disks, padding) runs once here, outside the returned callable, which
+    is the meta-architecture's ``_network(data)`` (what inference runs and ``compile_network`` compiles):
+    ``predict`` for :class:`AdaptiveClick` (backbone, pixel decoder, transformer decoder), the backbone and head
+    (with their upsampling) for the SimpleClick baseline.
     """
+    if not hasattr(model, "_network"):
+        raise TypeError(f"{type(model).__name__} has no _network(): cannot time its forward alone")
     with torch.no_grad():
         data = model.preprocess(batched_inputs)
-    if hasattr(model, "predict"):
-        return lambda: model.predict(data)
-    if hasattr(model, "_logits"):
-        return lambda: model._logits(data)
-    raise TypeError(f"{type(model).__name__} has neither predict() nor _logits(): cannot time its forward alone")
+    return lambda: model._network(data)
 
 
 def click_batch(image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray):
