@@ -25,3 +25,14 @@ def names():
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """configs/synthetic/tiny.yaml on the CPU, random weights (torch seed 0), eval mode; one per test module."""
+    import os
+
+    from adaptiveclick.utils.bench import build_benchmark_model, load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return build_benchmark_model(load_config(os.path.join(root, "configs", "synthetic", "tiny.yaml"), (), "cpu"))

@@ -69,18 +69,6 @@ def test_bad_arguments():
     assert default_compile_mode("cpu") == "default" and default_compile_mode("cuda") == "reduce-overhead"
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from detectron2.modeling import build_model
-
-    import adaptiveclick.modeling  # noqa: F401
-    from adaptiveclick.config import load_config_file
-
-    cfg = load_config_file(TINY, ["MODEL.DEVICE", "cpu"])
-    torch.manual_seed(0)
-    return build_model(cfg).eval()
-
-
 def test_predictor_rejects_bad_compile_values(tiny_model):
     with pytest.raises(TypeError, match="compile must be"):
         InteractivePredictor(tiny_model, compile=3)

@@ -14,17 +14,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "synthetic", "tiny.yaml")
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from detectron2.modeling import build_model
-
-    import adaptiveclick.modeling  # noqa: F401
-    from adaptiveclick.config import load_config_file
-
-    torch.manual_seed(0)
-    return build_model(load_config_file(TINY, ["MODEL.DEVICE", "cpu"])).eval()
-
-
 def _inputs(seed=0, size=96):
     rng = np.random.default_rng(seed)
     image = torch.from_numpy(rng.integers(0, 256, (3, size, size), dtype=np.uint8))
