@@ -144,6 +144,45 @@ def test_time_fn_statistics_match_numpy(monkeypatch):
     assert out["p90"] == pytest.approx(np.percentile(timed, 90))
 
 
+def test_time_interleaved_rotates_the_order_and_pairs_rounds(monkeypatch):
+    clock = {"t": 0.0}
+    calls = []
+    slow = {"factor": 1.0}
+
+    def make(name, ms):
+        def fn():
+            calls.append(name)
+            clock["t"] += ms / 1000.0 * slow["factor"]
+        return fn
+
+    def drift():  # the machine slows down by 2x every round, as a drifting shared host
+        slow["factor"] *= 2.0
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+    fns = {"a": make("a", 10.0), "b": make("b", 40.0), "c": make("c", 20.0)}
+    fns_with_drift = dict(fns)
+    fns_with_drift["c"] = lambda: (fns["c"](), drift())  # c's time is taken before the slow-down
+    out = bench.time_interleaved(fns_with_drift, warmup=1, iters=3, device="cpu")
+    # warm-up round in the given order, then rounds rotated by one: abc, bca, cab
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    # the speed factor is 2 in round 0, doubles right after every call of c: abc at 2 | b c at 4, a at 8 |
+    # c at 8, a b at 16
+    assert out["a"]["times_ms"] == pytest.approx([20.0, 80.0, 160.0])
+    assert out["b"]["times_ms"] == pytest.approx([80.0, 160.0, 640.0])
+    assert out["c"]["times_ms"] == pytest.approx([40.0, 80.0, 160.0])
+    assert out["a"]["median_ms"] == pytest.approx(80.0) and out["a"]["n"] == 3
+    # per-round ratio a/b: 0.25, 0.5, 0.25 -> 0.25 (a is 4x faster whenever both run at the same speed);
+    # the ratio of the medians, 80 / 160, is thrown off by the drift
+    assert bench.paired_ratio(out["a"], out["b"]) == pytest.approx(0.25)
+    assert bench.paired_ratio(out["b"], out["c"]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="same rounds"):
+        bench.paired_ratio(out["a"], {"times_ms": [1.0]})
+    with pytest.raises(ValueError, match="at least one"):
+        bench.time_interleaved({}, warmup=0, iters=1)
+    with pytest.raises(TypeError, match="not callable"):
+        bench.time_interleaved({"x": 3}, warmup=0, iters=1)
+
+
 @pytest.mark.parametrize("kwargs", [dict(warmup=-1, iters=3), dict(warmup=0, iters=0), dict(warmup=1.5, iters=2)])
 def test_time_fn_rejects_bad_counts(kwargs):
     with pytest.raises(ValueError, match="warmup|iters"):
@@ -245,9 +284,12 @@ def test_benchmark_official_tiny(tool_runs):
     r, r8 = report["results"]
     assert r["dtype"] == "fp32" and r8["dtype"] == "int8" and r["image_size"] == [224, 224]
     # int8: both models quantised; and ours in int8 against the official fp32 from the same run
-    assert "ratio_ours_over_official_fp32" not in r
+    assert "ratio_ours_over_official_fp32" not in r and "official_fp32_same_rounds" not in r
+    same_rounds = r8["official_fp32_same_rounds"]  # the fp32 official model timed in the int8 rounds
     assert r8["ratio_ours_over_official_fp32"]["forward_median"] == pytest.approx(
-        r8["ours"]["forward"]["median_ms"] / r["official"]["forward"]["median_ms"])
+        r8["ours"]["forward"]["median_ms"] / same_rounds["forward"]["median_ms"])
+    assert r8["ratio_ours_over_official_fp32"]["whole_click_paired"] == pytest.approx(np.median(
+        np.array(r8["ours"]["whole_click"]["times_ms"]) / np.array(same_rounds["whole_click"]["times_ms"])))
     assert r["ours"]["params"]["total"] == _tiny_params(TINY_OFFICIAL_OPTS)
     assert r["official"]["params"]["total"] > 0
     assert r["official"]["build"]["overrides"]["embed_dim"] == 96
@@ -260,7 +302,10 @@ def test_benchmark_official_tiny(tool_runs):
                                                     / r["official"]["forward"]["median_ms"])
     assert ratio["whole_click_median"] == pytest.approx(r["ours"]["whole_click"]["median_ms"]
                                                         / r["official"]["whole_click"]["median_ms"])
-    assert "click official ms" in stdout
+    for kind in ("forward", "whole_click"):  # interleaved rounds: per-round ratios
+        per_round = np.array(r["ours"][kind]["times_ms"]) / np.array(r["official"][kind]["times_ms"])
+        assert len(per_round) == 2 and ratio[f"{kind}_paired"] == pytest.approx(np.median(per_round))
+    assert "click official ms" in stdout and "paired ratio" in stdout
 
 
 @pytest.mark.skipif(not HAS_OFFICIAL, reason=f"no official AdaptiveClick checkout at {OFFICIAL_ROOT}")

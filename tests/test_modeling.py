@@ -70,7 +70,12 @@ def test_vit_b_448_shapes_and_parameter_count(vit_b):
         assert [tuple(m.shape) for m in multi_scale] == [(1, 256, 14, 14), (1, 256, 28, 28), (1, 256, 56, 56)]
         out = vit_b.transformer_decoder(multi_scale, mask_features, data["coord_features"][:, 1])
     assert tuple(out["pred_logits"].shape) == (1, 10, 2) and tuple(out["pred_masks"].shape) == (1, 10, 112, 112)
-    assert len(out["aux_outputs"]) == 9
+    assert out["aux_outputs"] == []  # eval mode: intermediate masks only at the attended levels' sizes
+    vit_b.transformer_decoder.train()  # dropout 0: the same function, with every prediction at full size
+    with torch.no_grad():
+        out_train = vit_b.transformer_decoder(multi_scale, mask_features, data["coord_features"][:, 1])
+    assert len(out_train["aux_outputs"]) == 9
+    assert all(tuple(a["pred_masks"].shape) == (1, 10, 112, 112) for a in out_train["aux_outputs"])
 
 
 def test_vit_h_parameter_count_and_pyramid():

@@ -9,6 +9,7 @@ import traceback
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adaptiveclick.clicks import encode_clicks
 from adaptiveclick.layers.ms_deform_attn import extension_status
@@ -20,8 +21,9 @@ from adaptiveclick.modeling.meta_arch import merge_query_logits
 from adaptiveclick.modeling.pixel_decoder.pmmd import encoder_reference_points
 from adaptiveclick.modeling.position_encoding import PositionEmbeddingSine
 from adaptiveclick.modeling.targets import build_targets
-from adaptiveclick.modeling.transformer_decoder.camd import (SDPAMultiheadAttention, clicks_aware_attention_mask,
-                                                             open_full_rows, pool_click_map)
+from adaptiveclick.modeling.transformer_decoder.camd import (CAMDDecoder, SDPAMultiheadAttention,
+                                                             clicks_aware_attention_mask, open_full_rows,
+                                                             pool_click_map)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -326,6 +328,35 @@ def test_caam_mask_rule_hand_example():
     # a fully blocked row is opened entirely before the cross-attention
     allowed = open_full_rows(blocked.view(1, 3, 16))
     assert allowed[0, 1].all() and not allowed[0, 2].all() and allowed[0, 2].sum() == 2
+
+
+def _decoder_outputs(decoder, features, mask_features, click_map):
+    with torch.no_grad():
+        return decoder(features, mask_features, click_map)
+
+
+def test_eval_decoder_level_resolution_masks_equal_the_full_resolution_path():
+    """Eval mode computes the intermediate masks from the mask features resized to each level; train mode
+    (dropout 0: the same function) computes them at full resolution and resizes them. Same final outputs."""
+    torch.manual_seed(0)
+    dec = CAMDDecoder(16, hidden_dim=16, num_queries=4, nheads=2, dim_feedforward=32, dec_layers=7, mask_dim=16)
+    features = [torch.randn(1, 16, 3, 3), torch.randn(1, 16, 6, 5), torch.randn(1, 16, 12, 10)]
+    mask_features = torch.randn(1, 16, 24, 20)
+    click_map = torch.zeros(1, 96, 80)
+    click_map[0, 40:50, 30:40] = 1
+    full = _decoder_outputs(dec.train(), features, mask_features, click_map)
+    fast = _decoder_outputs(dec.eval(), features, mask_features, click_map)
+    assert len(full["aux_outputs"]) == 6 and fast["aux_outputs"] == []
+    assert fast["pred_masks"].shape == (1, 4, 24, 20)
+    torch.testing.assert_close(fast["pred_masks"], full["pred_masks"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast["pred_logits"], full["pred_logits"], rtol=1e-4, atol=1e-5)
+    # negative control: the masks of the wrong level change the result (the attention masks matter here)
+    levels = dec._level_mask_features(mask_features, [tuple(f.shape[-2:]) for f in features])
+    for lvl, f in zip(levels, features):
+        assert lvl.shape[-2:] == f.shape[-2:]
+    dec._level_mask_features = lambda mf, sizes: [F.interpolate(mf, size=s, mode="nearest") for s in sizes]
+    wrong = _decoder_outputs(dec, features, mask_features, click_map)
+    assert not torch.allclose(wrong["pred_masks"], full["pred_masks"], atol=1e-3)
 
 
 def test_sdpa_attention_equals_nn_multihead_attention_with_per_head_mask():

@@ -18,11 +18,18 @@ fp32 = autocast off), median over ``--iters`` synchronised runs after ``--warmup
 
 plus peak memory (CUDA: max allocated tensor memory; CPU: process max RSS, see adaptiveclick/utils/bench.py)
 and parameter counts (the official count includes its unused ``cls_token``/``fc_norm``/``head``).  ``--dtype
-int8`` (CPU) quantises both models' linear layers the same way (adaptiveclick.utils.quantize); every precision
-other than fp32 also gets ``ratio_ours_over_official_fp32``, ours in that precision against the official model
-as it ships.  Ours is measured first and released before the official model is built, so that neither model's
-memory counts in the other's CUDA peak (the CPU peak RSS can still include memory the allocator kept from the
-first model).  The table gives ours / official ratios (below 1 = ours faster / smaller).
+int8`` (CPU) quantises both models' linear layers the same way (adaptiveclick.utils.quantize); with fp32 among
+the ``--dtype`` values, every other precision also times the official model as it ships (fp32) in the same
+rounds and gets ``ratio_ours_over_official_fp32``.
+
+The two models are timed *interleaved* (``adaptiveclick.utils.bench.time_interleaved``: one call of each per
+round, the order rotating), both resident, so that a machine whose speed drifts during the run (shared or
+throttled hosts: on our 2-core CI-class VM the same code measured 0.52 to 0.80 of the official time in runs
+made one after the other) slows both alike; ``*_paired`` ratios are medians over rounds of the per-round ratio,
+``*_median`` the ratios of the medians.  Peak memory comes from a separate pass with each model alone in
+memory (one forward and one whole click; ours is released before the official model is built; the CPU peak
+RSS can still include memory the allocator kept from the first model).  The table gives the paired ours /
+official ratios (below 1 = ours faster / smaller).
 
 With ``--train``, training instead of inference: for each size, one batch of ``--batch`` synthetic samples
 mapped by our ``ClickTrainingMapper`` (crop = the model's IMG_SIZE, the official model's fixed input size), then
@@ -51,10 +58,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
-                                       check_cli_args, cli_load_config, click_inputs, count_parameters, format_table,
-                                       measure_click_model, measure_train_step, model_for_dtype, reset_peak_memory,
-                                       save_report, synthetic_training_batch, time_forward_and_click,
-                                       time_training)
+                                       check_cli_args, cli_load_config, click_batch, click_inputs, count_parameters,
+                                       format_table, forward_only_fn, measure_train_step, model_for_dtype,
+                                       paired_ratio, peak_memory_mb, reset_peak_memory, save_report,
+                                       synthetic_training_batch, time_interleaved, time_training, whole_click_fn)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
 TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}
@@ -83,25 +90,57 @@ def official_forward_only_fn(model, image, clicks, prev_mask, device):
     return forward
 
 
-def measure_official(model, image, clicks, prev_mask, device, dtype, iters, warmup, threshold):
-    """The official counterpart of ``measure_click_model``: forward alone, whole click, peak memory."""
+def click_fns(model, image, clicks, prev_mask, device, dtype, threshold, official):
+    """``(forward, whole_click)`` no-argument callables of one model (ours or the official one) at one
+    precision: the network alone under no_grad and the autocast of ``dtype``, and the whole click returning
+    the (H, W) bool mask in host memory."""
     from adaptiveclick.utils.official import official_forward
 
-    click_list = [tuple(int(v) for v in c) for c in clicks]
+    if not official:
+        forward = forward_only_fn(model, click_batch(image, clicks, prev_mask))
+        whole_click = whole_click_fn(model, image, clicks, prev_mask, threshold, device, dtype)
+    else:
+        forward = official_forward_only_fn(model, image, clicks, prev_mask, device)
+        click_list = [tuple(int(v) for v in c) for c in clicks]
 
-    def whole_click():
+        def whole_click():
+            with torch.no_grad(), autocast(device, dtype):
+                logits = official_forward(model, image, click_list, prev_mask)
+            return logits.float().sigmoid() > threshold
+
+    def forward_timed():
         with torch.no_grad(), autocast(device, dtype):
-            logits = official_forward(model, image, click_list, prev_mask)
-        return logits.float().sigmoid() > threshold
+            forward()
 
-    reset_peak_memory(device)
-    forward = official_forward_only_fn(model, image, clicks, prev_mask, device)
-    return time_forward_and_click(forward, whole_click, image.shape[:2], device, dtype, iters, warmup,
-                                  who="the official")
+    return forward_timed, whole_click
+
+
+def memory_pass(model, image, clicks, prev_mask, args, device, threshold, official):
+    """Parameter count, and per precision the peak memory of one forward and one whole click (the model is
+    alone in memory); checks that the whole click returns a mask of the image's size."""
+    who = "the official" if official else "our"
+    out = {"params": count_parameters(model)}
+    for dtype in args.dtype:
+        reset_peak_memory(device)
+        forward, whole_click = click_fns(model_for_dtype(model, dtype), image, clicks, prev_mask, device, dtype,
+                                         threshold, official)
+        forward()
+        mask = whole_click()
+        if tuple(mask.shape) != tuple(image.shape[:2]):
+            raise RuntimeError(f"{who} whole click returned a {tuple(mask.shape)} mask for a "
+                               f"{tuple(image.shape[:2])} image")
+        peak = peak_memory_mb(device)
+        out[dtype] = {"peak_memory_mb": peak["peak_memory_mb"], "peak_memory_kind": peak["kind"]}
+    return out
 
 
 def _ratio(a, b):
     return a / b if b else None
+
+
+def _free(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def compare(name, config_file, cfg, args, device, official_root):
@@ -110,28 +149,34 @@ def compare(name, config_file, cfg, args, device, official_root):
     size, img_size, overrides = official_kwargs_from_cfg(cfg)  # ValueError lists what has no official form
     threshold = cfg.TEST.NOC.PRED_THRESHOLD
     image, clicks, prev = click_inputs(img_size, args.num_clicks, seed=args.seed)
+    inputs = (image, clicks, prev)
 
+    # memory: each model alone (ours is released before the official one is built)
     model = build_benchmark_model(cfg, seed=args.seed)
-    ours = {"params": count_parameters(model)}
-    ours.update({dtype: measure_click_model(model_for_dtype(model, dtype), image, clicks, prev, device, dtype,
-                                            args.iters, args.warmup, threshold) for dtype in args.dtype})
+    ours = memory_pass(model, *inputs, args, device, threshold, official=False)
     del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
+    _free(device)
     torch.manual_seed(args.seed)
-    model = build_official_model(official_root, size, img_size, **overrides).to(device)
-    official = {"params": count_parameters(model), "build": {"size": size, "img_size": img_size,
-                                                             "overrides": overrides}}
-    official.update({dtype: measure_official(model_for_dtype(model, dtype), image, clicks, prev, device, dtype,
-                                             args.iters, args.warmup, threshold) for dtype in args.dtype})
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    official_model = build_official_model(official_root, size, img_size, **overrides).to(device)
+    official = memory_pass(official_model, *inputs, args, device, threshold, official=True)
+    official["build"] = {"size": size, "img_size": img_size, "overrides": overrides}
 
+    # time: both models resident, interleaved round by round (bench.time_interleaved)
+    model = build_benchmark_model(cfg, seed=args.seed)
     rows = []
     for dtype in args.dtype:
-        o, f = ours[dtype], official[dtype]
+        o_fwd, o_click = click_fns(model_for_dtype(model, dtype), *inputs, device, dtype, threshold, False)
+        f_fwd, f_click = click_fns(model_for_dtype(official_model, dtype), *inputs, device, dtype, threshold, True)
+        forward = {"ours": o_fwd, "official": f_fwd}
+        whole = {"ours": o_click, "official": f_click}
+        against_fp32 = dtype != "fp32" and "fp32" in args.dtype
+        if against_fp32:  # the official model as it ships, in the same rounds
+            forward["official_fp32"], whole["official_fp32"] = click_fns(official_model, *inputs, device, "fp32",
+                                                                         threshold, True)
+        t_fwd = time_interleaved(forward, args.warmup, args.iters, device)
+        t_click = time_interleaved(whole, args.warmup, args.iters, device)
+        o = {"forward": t_fwd["ours"], "whole_click": t_click["ours"], **ours[dtype]}
+        f = {"forward": t_fwd["official"], "whole_click": t_click["official"], **official[dtype]}
         rows.append({
             "name": name, "config_file": config_file, "device": str(device), "dtype": dtype,
             "image_size": [img_size, img_size], "num_clicks": args.num_clicks, "batch": 1,
@@ -140,19 +185,28 @@ def compare(name, config_file, cfg, args, device, official_root):
             "ratio_ours_over_official": {
                 "forward_median": _ratio(o["forward"]["median_ms"], f["forward"]["median_ms"]),
                 "whole_click_median": _ratio(o["whole_click"]["median_ms"], f["whole_click"]["median_ms"]),
+                "forward_paired": paired_ratio(t_fwd["ours"], t_fwd["official"]),
+                "whole_click_paired": paired_ratio(t_click["ours"], t_click["official"]),
                 "peak_memory": _ratio(o["peak_memory_mb"], f["peak_memory_mb"]),
                 "params": _ratio(ours["params"]["total"], official["params"]["total"]),
             },
         })
-        if dtype != "fp32" and "fp32" in official:
+        if against_fp32:
             # ours in this precision against the official model as it ships (fp32), as the issue's targets read
+            rows[-1]["official_fp32_same_rounds"] = {"forward": t_fwd["official_fp32"],
+                                                     "whole_click": t_click["official_fp32"]}
             rows[-1]["ratio_ours_over_official_fp32"] = {
-                "forward_median": _ratio(o["forward"]["median_ms"], official["fp32"]["forward"]["median_ms"]),
-                "whole_click_median": _ratio(o["whole_click"]["median_ms"],
-                                             official["fp32"]["whole_click"]["median_ms"])}
+                "forward_median": _ratio(o["forward"]["median_ms"], t_fwd["official_fp32"]["median_ms"]),
+                "whole_click_median": _ratio(o["whole_click"]["median_ms"], t_click["official_fp32"]["median_ms"]),
+                "forward_paired": paired_ratio(t_fwd["ours"], t_fwd["official_fp32"]),
+                "whole_click_paired": paired_ratio(t_click["ours"], t_click["official_fp32"])}
+        r = rows[-1]["ratio_ours_over_official"]
         print(f"{name:10s} {dtype:5s} forward ours {o['forward']['median_ms']:9.2f} ms official "
-              f"{f['forward']['median_ms']:9.2f} ms | whole click ours {o['whole_click']['median_ms']:9.2f} ms "
-              f"official {f['whole_click']['median_ms']:9.2f} ms", flush=True)
+              f"{f['forward']['median_ms']:9.2f} ms (paired ratio {r['forward_paired']:.3f}) | whole click ours "
+              f"{o['whole_click']['median_ms']:9.2f} ms official {f['whole_click']['median_ms']:9.2f} ms "
+              f"(paired ratio {r['whole_click_paired']:.3f})", flush=True)
+    del model, official_model
+    _free(device)
     return rows
 
 
@@ -194,11 +248,9 @@ def compare_train(name, config_file, cfg, batch_size, args, device, official_roo
     for amp in args.amp:
         ours[amp] = measure_train_step(cfg, config_file, batch_size, amp, device, args.iters, args.warmup,
                                        args.click_rounds, args.seed, batch=batch)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _free(device)
     official = measure_official_train(cfg, batch, args, device, official_root, f"official {name}")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    _free(device)
 
     rows = []
     for amp, o in ours.items():
@@ -232,14 +284,16 @@ def train_table(results):
 def inference_table(results):
     return format_table(
         [{"name": r["name"], "dtype": r["dtype"], "of": r["ours"]["forward"]["median_ms"],
-          "ff": r["official"]["forward"]["median_ms"], "rf": r["ratio_ours_over_official"]["forward_median"],
+          "ff": r["official"]["forward"]["median_ms"], "rf": r["ratio_ours_over_official"]["forward_paired"],
           "ow": r["ours"]["whole_click"]["median_ms"], "fw": r["official"]["whole_click"]["median_ms"],
-          "rw": r["ratio_ours_over_official"]["whole_click_median"], "om": r["ours"]["peak_memory_mb"],
+          "rw": r["ratio_ours_over_official"]["whole_click_paired"], "om": r["ours"]["peak_memory_mb"],
+          "rw32": r.get("ratio_ours_over_official_fp32", {}).get("whole_click_paired"),
           "fm": r["official"]["peak_memory_mb"], "op": r["ours"]["params"]["total"] / 1e6,
           "fp": r["official"]["params"]["total"] / 1e6} for r in results],
         [("model", "name", "s"), ("dtype", "dtype", "s"), ("fwd ours ms", "of", ".2f"),
-         ("fwd official ms", "ff", ".2f"), ("ratio", "rf", ".3f"), ("click ours ms", "ow", ".2f"),
-         ("click official ms", "fw", ".2f"), ("ratio", "rw", ".3f"), ("peak ours MB", "om", ".1f"),
+         ("fwd official ms", "ff", ".2f"), ("paired ratio", "rf", ".3f"), ("click ours ms", "ow", ".2f"),
+         ("click official ms", "fw", ".2f"), ("paired ratio", "rw", ".3f"),
+         ("click vs official fp32", "rw32", ".3f"), ("peak ours MB", "om", ".1f"),
          ("peak official MB", "fm", ".1f"), ("params ours M", "op", ".2f"), ("params official M", "fp", ".2f")])
 
 

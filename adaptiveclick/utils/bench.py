@@ -2,6 +2,9 @@
 
 * :func:`time_fn` runs a callable ``warmup`` times, then ``iters`` timed times, synchronising CUDA before
   starting and after every call, and returns median / mean / 10th / 90th percentile in milliseconds.
+* :func:`time_interleaved` times several callables in rotating round-robin order (one call of each per
+  round), so that a machine whose speed drifts during the run (shared or throttled hosts) slows every callable
+  alike; with :func:`paired_ratio` it gives the same-run comparisons of ``tools/benchmark_official.py``.
 * :func:`reset_peak_memory` and :func:`peak_memory_mb` bracket a measurement.  On CUDA they use
   ``torch.cuda.reset_peak_memory_stats`` and ``torch.cuda.max_memory_allocated`` (tensor memory of the
   caching allocator, not the CUDA context).  On the CPU the number is the *process-wide* maximum resident
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
-           "synchronize", "time_fn", "reset_peak_memory", "peak_memory_mb", "autocast", "count_parameters",
+           "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb", "autocast", "count_parameters",
            "format_table", "load_config", "benchmark_parser", "cli_load_config", "check_cli_args", "save_report",
            "build_benchmark_model", "click_inputs", "click_batch", "whole_click_fn", "measure_click_model",
            "forward_only_fn",
@@ -108,24 +111,60 @@ def time_fn(fn: Callable[[], object], warmup: int, iters: int, device="cpu") -> 
     the work queued by that call.  Returns ``{"median_ms", "mean_ms", "p10", "p90", "n"}`` (percentiles in
     milliseconds, ``n`` = ``iters``).
     """
-    for value, name, minimum in ((warmup, "warmup", 0), (iters, "iters", 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    device = torch.device(device)
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1000.0)
+    stats = time_interleaved({"fn": fn}, warmup, iters, device)["fn"]
+    del stats["times_ms"]
+    return stats
+
+
+def _timing_stats(times) -> Dict[str, float]:
     ordered = sorted(times)
     return {"median_ms": statistics.median(ordered), "mean_ms": statistics.fmean(ordered),
             "p10": _percentile(ordered, 10), "p90": _percentile(ordered, 90), "n": len(ordered)}
+
+
+def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: int,
+                     device="cpu") -> Dict[str, Dict[str, object]]:
+    """Time several no-argument callables against each other on a machine whose speed may drift.
+
+    ``warmup`` untimed rounds, then ``iters`` timed rounds; a round calls every callable once, each timed on
+    its own (CUDA synchronised as in :func:`time_fn`), in an order rotated by one every round so that no
+    callable always runs first or right after the same neighbour.  Returns ``{name: {"median_ms", "mean_ms",
+    "p10", "p90", "n", "times_ms"}}``; ``times_ms[k]`` is the time in round k (for :func:`paired_ratio`).
+    """
+    for value, name, minimum in ((warmup, "warmup", 0), (iters, "iters", 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not fns:
+        raise ValueError("time_interleaved needs at least one callable")
+    bad = [k for k, fn in fns.items() if not callable(fn)]
+    if bad:
+        raise TypeError(f"not callable: {bad}")
+    device = torch.device(device)
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    synchronize(device)
+    times = {name: [] for name in names}
+    for k in range(iters):
+        for j in range(len(names)):
+            name = names[(k + j) % len(names)]
+            start = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: dict(_timing_stats(t), times_ms=t) for name, t in times.items()}
+
+
+def paired_ratio(a: Dict[str, object], b: Dict[str, object]) -> float:
+    """Median over rounds of ``a``'s time / ``b``'s time in the same round (:func:`time_interleaved` results):
+    a drift of the machine's speed between rounds cancels out of every term."""
+    ta, tb = a["times_ms"], b["times_ms"]
+    if len(ta) != len(tb) or not ta:
+        raise ValueError(f"paired_ratio needs two timings of the same rounds, got {len(ta)} and {len(tb)} times")
+    return statistics.median(x / y for x, y in zip(ta, tb))
 
 
 def _reset_cpu_peak() -> bool:

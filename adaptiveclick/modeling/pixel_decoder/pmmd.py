@@ -210,7 +210,10 @@ class PMMDPixelDecoder(nn.Module):
             y = multi_scale[-1]
             for lateral, output, name in zip(self.lateral_convs, self.output_convs, reversed(self.fpn_features)):
                 cur = lateral(features[name].float())
-                y = output(cur + F.interpolate(y, size=cur.shape[-2:], mode="bilinear", align_corners=False))
+                # the encoder maps are channels-last views of its token sequence (the decoder reads them as
+                # tokens for free); the bilinear upsampling is ~2x faster on a contiguous NCHW copy (CPU, 56->112)
+                y = output(cur + F.interpolate(y.contiguous(), size=cur.shape[-2:], mode="bilinear",
+                                               align_corners=False))
             return self.mask_features(y), multi_scale
 
     def forward(self, features):

@@ -66,7 +66,7 @@ def clicks_aware_attention_mask(mask_logits, class_logits, target_size, pooled_c
     """Blocked positions of the next cross-attention, True = may not attend (model.md §4.2 steps 1-3).
 
     Args:
-        mask_logits: (B, Q, H4, W4) query mask logits.
+        mask_logits: (B, Q, H4, W4) query mask logits (or already at ``target_size``: used as they are).
         class_logits: (B, Q, 2) class logits; argmax 1 = the query is currently the object.
         target_size: (h, w) of the attended level.
         pooled_clicks: (B, h, w) from :func:`pool_click_map`, or None for plain Mask2Former masking.
@@ -74,7 +74,9 @@ def clicks_aware_attention_mask(mask_logits, class_logits, target_size, pooled_c
         (B, Q, h * w) bool, detached.  Rows blocked everywhere are NOT opened here (see :func:`open_full_rows`).
     """
     with torch.no_grad():
-        resized = F.interpolate(mask_logits.float(), size=tuple(target_size), mode="bilinear", align_corners=False)
+        resized = mask_logits.float()
+        if tuple(resized.shape[-2:]) != tuple(target_size):
+            resized = F.interpolate(resized, size=tuple(target_size), mode="bilinear", align_corners=False)
         blocked = resized.sigmoid() < 0.5
         if pooled_clicks is not None:
             is_object = class_logits.argmax(-1).to(resized.dtype)  # (B, Q) in {0, 1}
@@ -264,6 +266,15 @@ class CAMDDecoder(nn.Module):
         h = self.decoder_norm(tgt)
         return self.class_embed(h), torch.einsum("bqc,bchw->bqhw", self.mask_embed(h), mask_features)
 
+    def _level_mask_features(self, mask_features, sizes):
+        """Eval mode: the mask features bilinearly resized to every level size (align_corners=False, as the
+        attention mask's resize).  Resizing is linear and acts on the spatial axes only, so
+        ``resize(einsum(E, F)) == einsum(E, resize(F))``: the intermediate masks, needed only for the next
+        layer's attention mask at its level, are computed at that level's size (3 resizes of the features per
+        click instead of a full-resolution product and a resize per layer)."""
+        return [F.interpolate(mask_features, size=s, mode="bilinear", align_corners=False)
+                if s != tuple(mask_features.shape[-2:]) else mask_features for s in sizes]
+
     def forward(self, features, mask_features, click_map):
         """
         Args:
@@ -272,6 +283,9 @@ class CAMDDecoder(nn.Module):
             click_map: (B, H, W) positive-click disks at network-input resolution (used by CAAM).
         Returns:
             {"pred_logits": (B, Q, 2), "pred_masks": (B, Q, H4, W4), "aux_outputs": [earlier predictions]}.
+            In train mode every earlier prediction is at (H4, W4) (deep supervision); in eval mode
+            ``aux_outputs`` is empty: the earlier masks are computed at the next attended level's size only
+            (see :meth:`_level_mask_features`), the final prediction is the same.
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(features)}")
@@ -285,7 +299,14 @@ class CAMDDecoder(nn.Module):
             if self.caam_mode == "official" else [None] * len(sizes)
         query_pos = self.query_embed.weight[None].expand(batch, -1, -1)
         tgt = self.query_feat.weight[None].expand(batch, -1, -1)
-        cls, masks = self._heads(tgt, mask_features)
+        level_features = None if self.training else self._level_mask_features(mask_features, sizes)
+
+        def heads(layer):  # predictions after ``layer`` decoder layers (0 = from the learnt queries)
+            if level_features is None or layer == self.num_layers:
+                return self._heads(tgt, mask_features)
+            return self._heads(tgt, level_features[layer % self.num_feature_levels])
+
+        cls, masks = heads(0)
         predictions = [(cls, masks)]
         for i in range(self.num_layers):
             lvl = i % self.num_feature_levels
@@ -294,8 +315,10 @@ class CAMDDecoder(nn.Module):
             tgt = self.transformer_cross_attention_layers[i](tgt, srcs[lvl], allowed, poss[lvl], query_pos)
             tgt = self.transformer_self_attention_layers[i](tgt, query_pos)
             tgt = self.transformer_ffn_layers[i](tgt)
-            cls, masks = self._heads(tgt, mask_features)
+            cls, masks = heads(i + 1)
             predictions.append((cls, masks))
+        if level_features is not None:
+            predictions = predictions[-1:]
         return {
             "pred_logits": predictions[-1][0],
             "pred_masks": predictions[-1][1],
