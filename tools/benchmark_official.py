@@ -58,10 +58,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
-                                       check_cli_args, cli_load_config, click_batch, click_inputs, count_parameters,
-                                       format_table, forward_only_fn, measure_train_step, model_for_dtype,
-                                       paired_ratio, peak_memory_mb, reset_peak_memory, save_report,
-                                       synthetic_training_batch, time_interleaved, time_training, whole_click_fn)
+                                       check_cli_args, check_click_rounds, cli_load_config, click_batch,
+                                       click_inputs, count_parameters, format_table, forward_only_fn,
+                                       free_device_cache, measure_train_step, model_for_dtype, paired_ratio,
+                                       peak_memory_mb, reset_peak_memory, save_report, synthetic_training_batch,
+                                       time_interleaved, time_training, whole_click_fn)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
 TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}
@@ -138,11 +139,6 @@ def _ratio(a, b):
     return a / b if b else None
 
 
-def _free(device):
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def compare(name, config_file, cfg, args, device, official_root):
     from adaptiveclick.utils.official import build_official_model, official_kwargs_from_cfg
 
@@ -155,7 +151,7 @@ def compare(name, config_file, cfg, args, device, official_root):
     model = build_benchmark_model(cfg, seed=args.seed)
     ours = memory_pass(model, *inputs, args, device, threshold, official=False)
     del model
-    _free(device)
+    free_device_cache(device)
     torch.manual_seed(args.seed)
     official_model = build_official_model(official_root, size, img_size, **overrides).to(device)
     official = memory_pass(official_model, *inputs, args, device, threshold, official=True)
@@ -206,7 +202,7 @@ def compare(name, config_file, cfg, args, device, official_root):
               f"{o['whole_click']['median_ms']:9.2f} ms official {f['whole_click']['median_ms']:9.2f} ms "
               f"(paired ratio {r['whole_click_paired']:.3f})", flush=True)
     del model, official_model
-    _free(device)
+    free_device_cache(device)
     return rows
 
 
@@ -248,9 +244,9 @@ def compare_train(name, config_file, cfg, batch_size, args, device, official_roo
     for amp in args.amp:
         ours[amp] = measure_train_step(cfg, config_file, batch_size, amp, device, args.iters, args.warmup,
                                        args.click_rounds, args.seed, batch=batch)
-        _free(device)
+        free_device_cache(device)
     official = measure_official_train(cfg, batch, args, device, official_root, f"official {name}")
-    _free(device)
+    free_device_cache(device)
 
     rows = []
     for amp, o in ours.items():
@@ -347,9 +343,7 @@ def main(argv=None):
             cfg.defrost()
             cfg.INPUT.AUG.CROP_SIZE = [size, size]
             cfg.freeze()
-            if args.click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
-                ap.error(f"--click-rounds ({args.click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
-                         f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
+            check_click_rounds(ap, args.click_rounds, cfg, config_file)
         cfgs.append((name, config_file, cfg))
     try:
         api = import_official(args.official_root)

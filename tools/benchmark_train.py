@@ -27,11 +27,10 @@ adaptiveclick/utils/bench.py).
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, benchmark_parser, check_cli_args,  # noqa: E402
-                                       cli_load_config, format_table, measure_train_step, save_report)
+                                       check_click_rounds, cli_load_config, format_table, free_device_cache,
+                                       measure_train_step, save_report)
 
 #: (config, batch) of the default run
 DEFAULT_RUNS = [("configs/sbd/adaptiveclick_vit_b_448.yaml", 16), ("configs/sbd/adaptiveclick_vit_h_448.yaml", 8)]
@@ -55,24 +54,19 @@ def main(argv=None):
     missing = [c for c, _ in runs if not os.path.isfile(c)]
     if missing:
         ap.error(f"config file(s) not found: {', '.join(missing)}")
-    if device.type == "cpu" and "fp16" in args.amp:
-        print("note: fp16 autocast on the CPU is slow on most CPUs; bf16 is the CPU half precision", flush=True)
 
     opts = list(args.opts) + (["INPUT.AUG.CROP_SIZE", [args.size, args.size]] if args.size else [])
     cfgs = []
     for config_file, batch in runs:
         cfg = cli_load_config(ap, config_file, opts, device)
-        if args.click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
-            ap.error(f"--click-rounds ({args.click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
-                     f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
+        check_click_rounds(ap, args.click_rounds, cfg, config_file)
         cfgs.append((config_file, batch, cfg))
     results = []
     for config_file, batch, cfg in cfgs:
         for amp in args.amp:
             row = measure_train_step(cfg, config_file, batch, amp, device, args.iters, args.warmup,
                                      args.click_rounds, args.seed)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_device_cache(device)
             results.append(row)
             print(f"{row['model']:28s} batch {batch:3d} amp {amp:4s} step {row['step']['median_ms']:10.1f} ms  "
                   f"{row['samples_per_s']:8.2f} samples/s  peak {row['step_peak_memory_mb']:9.1f} MB", flush=True)

@@ -16,8 +16,9 @@
 * :func:`autocast` is the ``torch.autocast`` context of a precision name (``fp32`` = disabled).
 * :func:`count_parameters` counts a module's parameters.
 * :func:`build_benchmark_model`, :func:`click_inputs`, :func:`measure_click_model`: the inference
-  measurement of ``tools/benchmark_inference.py``, shared with ``tools/benchmark_official.py`` so that both
-  implementations are timed the same way.
+  measurement of ``tools/benchmark_inference.py``; its pieces (:func:`click_batch`, :func:`forward_only_fn`,
+  :func:`whole_click_fn`) are what ``tools/benchmark_official.py`` times of our model, interleaved with the
+  official one.
 * :func:`synthetic_training_batch`, :func:`time_training`, :func:`measure_train_step`: the training
   measurement of ``tools/benchmark_train.py``, shared with ``tools/benchmark_official.py --train``.
 """
@@ -37,8 +38,10 @@ import numpy as np
 import torch
 
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
-           "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb", "autocast", "count_parameters",
-           "format_table", "load_config", "benchmark_parser", "cli_load_config", "check_cli_args", "save_report",
+           "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb",
+           "autocast", "count_parameters",
+           "format_table", "load_config", "benchmark_parser", "cli_load_config", "check_cli_args", "check_click_rounds",
+           "free_device_cache", "save_report",
            "build_benchmark_model", "click_inputs", "click_batch", "whole_click_fn", "measure_click_model",
            "forward_only_fn",
            "synthetic_training_batch", "time_training", "measure_train_step"]
@@ -342,10 +345,10 @@ def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask:
 
 
 def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape, device, dtype: str, iters: int,
-                           warmup: int, who: str = "the") -> Dict[str, object]:
+                           warmup: int) -> Dict[str, object]:
     """Time ``forward()`` (under no_grad and the autocast of ``dtype``) and ``whole_click()`` (which must
     return the (H, W) mask of an ``image_shape`` image); adds the peak memory since the caller's
-    :func:`reset_peak_memory`.  ``who`` names the model in the error about a wrong mask shape."""
+    :func:`reset_peak_memory`."""
 
     def forward_timed():
         with torch.no_grad(), autocast(device, dtype):
@@ -355,7 +358,7 @@ def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape
               "whole_click": time_fn(whole_click, warmup, iters, device)}
     mask = whole_click()
     if tuple(mask.shape) != tuple(image_shape):
-        raise RuntimeError(f"{who} whole click returned a {tuple(mask.shape)} mask for a {tuple(image_shape)} image")
+        raise RuntimeError(f"the whole click returned a {tuple(mask.shape)} mask for a {tuple(image_shape)} image")
     peak = peak_memory_mb(device)
     result["peak_memory_mb"], result["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
     return result
@@ -409,7 +412,22 @@ def check_cli_args(ap, args, minimums: Dict[str, int]):
     if quantized and device.type != "cpu":
         ap.error(f"--dtype {' '.join(quantized)} runs on the CPU only (PyTorch's dynamic int8 kernels), not on "
                  f"{device}")
+    if device.type == "cpu" and "fp16" in (getattr(args, "amp", None) or []):
+        print("note: fp16 autocast on the CPU is slow on most CPUs; bf16 is the CPU half precision", flush=True)
     return device
+
+
+def check_click_rounds(ap, click_rounds: int, cfg, config_file: str) -> None:
+    """``ap.error`` if ``--click-rounds`` exceeds the clicks a training sample may get (INPUT.CLICKS.MAX_NUM_POINTS)."""
+    if click_rounds > cfg.INPUT.CLICKS.MAX_NUM_POINTS:
+        ap.error(f"--click-rounds ({click_rounds}) must not exceed INPUT.CLICKS.MAX_NUM_POINTS "
+                 f"({cfg.INPUT.CLICKS.MAX_NUM_POINTS}) of {config_file}")
+
+
+def free_device_cache(device) -> None:
+    """Hand the CUDA caching allocator's free blocks back between measurements (no-op elsewhere)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def save_report(benchmark: str, config: dict, device, results, output: str) -> dict:
