@@ -72,7 +72,7 @@ run_step build 240 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST
 run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py
 run_step msda 45 "$PY" tools/benchmark_msda.py --device cuda --batch-sizes 1 16 --impls cuda pytorch --output "$OUT/msda.json"
 if [ -d .official ]; then
-  run_step official_inference 100 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
+  run_step official_inference 130 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
     --iters 30 --warmup 5 --output "$OUT/official.json"
 fi
 run_step cuda_sync 45 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
