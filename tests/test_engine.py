@@ -551,3 +551,53 @@ def test_example_session_matches_protocol_c7_and_draws(tmp_path):
         assert im.format == "PNG" and im.size[0] > 3 * im.size[1]  # four panels side by side
     with pytest.raises(ValueError, match="click_counts"):
         run_example_session(ToyPredictor(), image, gt, NoCProtocol(), [0, 2])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pinned training batches (issue 10's data-loading lever)
+
+
+def test_pin_train_batches_only_for_cuda_training(tmp_path, monkeypatch):
+    from adaptiveclick.engine.trainer import pin_train_batches
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pin_train_batches(tiny_cfg(tmp_path, "MODEL.DEVICE", "cuda")) is True
+    assert pin_train_batches(tiny_cfg(tmp_path, "MODEL.DEVICE", "cuda:1")) is True
+    assert pin_train_batches(tiny_cfg(tmp_path, "MODEL.DEVICE", "cuda", "DATALOADER.PIN_MEMORY", False)) is False
+    assert pin_train_batches(tiny_cfg(tmp_path, "MODEL.DEVICE", "cpu")) is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pin_train_batches(tiny_cfg(tmp_path, "MODEL.DEVICE", "cuda")) is False
+
+
+def test_train_loader_gets_the_pin_memory_setting(tmp_path, monkeypatch):
+    import adaptiveclick.engine.trainer as trainer_module
+
+    seen = {}
+
+    def fake_loader(cfg, mapper, **kwargs):
+        seen.update(kwargs, mapper=type(mapper).__name__)
+        return "loader"
+
+    monkeypatch.setattr(trainer_module, "build_detection_train_loader", fake_loader)
+    assert ClickTrainer.build_train_loader(tiny_cfg(tmp_path, "MODEL.DEVICE", "cpu")) == "loader"
+    assert seen == {"pin_memory": False, "mapper": "ClickTrainingMapper"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ClickTrainer.build_train_loader(tiny_cfg(tmp_path, "MODEL.DEVICE", "cuda"))
+    assert seen["pin_memory"] is True
+
+
+@pytest.mark.cuda
+def test_pinned_loader_batches_train_on_cuda(tmp_path):
+    """On a GPU: the real training loader pins the mapped tensors, and a training step on them works."""
+    cfg = tiny_cfg(tmp_path, "MODEL.DEVICE", "cuda", "DATALOADER.NUM_WORKERS", 1, "SOLVER.IMS_PER_BATCH", 2)
+    batch = next(iter(ClickTrainer.build_train_loader(cfg)))
+    assert len(batch) == 2
+    assert all(s["image"].is_pinned() and s["gt_mask"].is_pinned() and s["clicks"].is_pinned() for s in batch)
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg).train()
+    with EventStorage(0):
+        losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total.device.type == "cuda"
+    total.backward()

@@ -39,8 +39,8 @@ from adaptiveclick.clicks import PREV_THRESHOLD, next_training_click, write_iter
 from .checkpoint import AtomicCheckpointer
 from .solver import CLIP_TYPES, build_optimizer, clip_gradients
 
-__all__ = ["AMP_DTYPES", "unwrap_model", "add_training_clicks", "training_iou", "IterativeClickTrainer",
-           "NoCEvalHook", "ClickTrainer"]
+__all__ = ["AMP_DTYPES", "unwrap_model", "pin_train_batches", "add_training_clicks", "training_iou",
+           "IterativeClickTrainer", "NoCEvalHook", "ClickTrainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a ``DistributedDataParallel`` wrapper (or the model itself)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def pin_train_batches(cfg) -> bool:
+    """Whether the training loader pins its batches: DATALOADER.PIN_MEMORY, the model on CUDA and CUDA usable
+    (pinning needs a CUDA context; the PyTorch loader warns and ignores it without an accelerator)."""
+    return bool(cfg.DATALOADER.PIN_MEMORY) and torch.device(cfg.MODEL.DEVICE).type == "cuda" \
+        and torch.cuda.is_available()
 
 
 def _numpy_ignore(sample: dict) -> Optional[np.ndarray]:
@@ -352,9 +359,12 @@ class ClickTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's training loader with our :class:`ClickTrainingMapper`, pinning its batches when the
+        model trains on CUDA and DATALOADER.PIN_MEMORY is set (:func:`pin_train_batches`)."""
         from adaptiveclick.data.mapper import ClickTrainingMapper
 
-        return build_detection_train_loader(cfg, mapper=ClickTrainingMapper(cfg, is_train=True))
+        return build_detection_train_loader(cfg, mapper=ClickTrainingMapper(cfg, is_train=True),
+                                            pin_memory=pin_train_batches(cfg))
 
     def build_hooks(self):
         cfg = self.cfg

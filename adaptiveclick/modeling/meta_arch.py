@@ -166,25 +166,28 @@ class _ClickModel(nn.Module):
         self._check_inputs(batched_inputs, training)
         device = self.device
         div = self.backbone.size_divisibility
-        images = [(x["image"].to(device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        # non_blocking: from pinned loader batches (DATALOADER.PIN_MEMORY) the host-to-device copies overlap
+        # with the GPU's work; from pageable memory they are ordinary synchronous copies
+        images = [(x["image"].to(device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]
         image_list = ImageList.from_tensors(images, size_divisibility=div, pad_value=0.0)
         padded = tuple(image_list.tensor.shape[-2:])
 
         def pad(maps):
             return ImageList.from_tensors(maps, size_divisibility=div, pad_value=0).tensor
 
-        prev = pad([x["prev_mask"].to(device).float() if x.get("prev_mask") is not None
+        prev = pad([x["prev_mask"].to(device, non_blocking=True).float() if x.get("prev_mask") is not None
                     else torch.zeros((1,) + tuple(x["image"].shape[-2:]), device=device) for x in batched_inputs])
         num = max(x["clicks"].shape[0] for x in batched_inputs)
         clicks = torch.full((len(batched_inputs), num, 3), -1.0, device=device)
         for b, x in enumerate(batched_inputs):
-            clicks[b, :x["clicks"].shape[0]] = x["clicks"].to(device=device, dtype=torch.float32)
+            clicks[b, :x["clicks"].shape[0]] = x["clicks"].to(device=device, dtype=torch.float32, non_blocking=True)
         disks = click_disk_maps(clicks, padded, self.click_radius)
         data = {"images": image_list.tensor, "coord_features": torch.cat([prev, disks], dim=1),
                 "image_sizes": image_list.image_sizes}
         if training:
-            data["gt_masks"] = pad([x["gt_mask"].to(device).float() for x in batched_inputs])
-            data["ignore_masks"] = pad([x["ignore_mask"].to(device=device, dtype=torch.uint8)
+            data["gt_masks"] = pad([x["gt_mask"].to(device, non_blocking=True).float() for x in batched_inputs])
+            data["ignore_masks"] = pad([x["ignore_mask"].to(device=device, dtype=torch.uint8, non_blocking=True)
                                         if x.get("ignore_mask") is not None
                                         else torch.zeros(x["gt_mask"].shape, dtype=torch.uint8, device=device)
                                         for x in batched_inputs]).bool()

@@ -4,7 +4,8 @@
 # tool's 600 s per command; GPU_CHECK_SECONDS changes it):
 #   1. dependencies from the carried .wheels/ (tools/device/fetch_wheels.sh, run beforehand where pip works)
 #   2. the extension with its CUDA kernel (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0 for Hopper)
-#   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor)
+#   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor,
+#      pinned training batches)
 #   4. the operator benchmark (cuda vs pytorch)
 #   5. ours vs the official model per click, ViT-B and ViT-H, fp32 and bf16 (needs .official/)
 #   6. host synchronisation of the network and of a whole click (tools/check_cuda_sync.py)
@@ -69,7 +70,8 @@ esac
 run_step build 240 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS=16 \
   "$PY" setup.py -q build_ext --inplace
 "$PY" -c "from adaptiveclick.layers.ms_deform_attn import extension_status as s; print('extension', s())"
-run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py
+run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py \
+  tests/test_engine.py
 run_step msda 45 "$PY" tools/benchmark_msda.py --device cuda --batch-sizes 1 16 --impls cuda pytorch --output "$OUT/msda.json"
 if [ -d .official ]; then
   run_step official_inference 130 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
