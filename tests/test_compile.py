@@ -126,12 +126,11 @@ def test_network_traces_as_one_graph(tiny_model):
     in every encoder layer)."""
     import torch._dynamo
 
-    from adaptiveclick.utils.bench import click_inputs
+    from adaptiveclick.utils.bench import click_batch, click_inputs
 
     image, clicks, prev = click_inputs(96, 4)
     with torch.no_grad():
-        data = tiny_model.preprocess([{"image": torch.from_numpy(image).permute(2, 0, 1),
-                                       "clicks": torch.from_numpy(clicks), "prev_mask": torch.from_numpy(prev)[None]}])
+        data = tiny_model.preprocess(click_batch(image, clicks, prev))
         tiny_model.predict(data)  # eager first: the op checks and caches its index values
         torch._dynamo.reset()
         explanation = torch._dynamo.explain(tiny_model._network)(data)

@@ -472,7 +472,7 @@ def test_steady_state_forward_reads_no_values_on_the_host(monkeypatch):
     in for the CUDA one (the grid_sample reference reads the level shapes by design)."""
     from adaptiveclick.layers.ms_deform_attn import function as msda_function
     from adaptiveclick.layers.ms_deform_attn import ms_deform_attn
-    from adaptiveclick.utils.bench import build_benchmark_model, click_inputs, load_config
+    from adaptiveclick.utils.bench import build_benchmark_model, click_batch, click_inputs, load_config
 
     kernel_calls = []
     kernel = msda_function._msda_forward_op
@@ -482,8 +482,7 @@ def test_steady_state_forward_reads_no_values_on_the_host(monkeypatch):
     model = build_benchmark_model(cfg)
     image, clicks, prev = click_inputs(96, 4)
     with torch.no_grad():
-        data = model.preprocess([{"image": torch.from_numpy(image).permute(2, 0, 1),
-                                  "clicks": torch.from_numpy(clicks), "prev_mask": torch.from_numpy(prev)[None]}])
+        data = model.preprocess(click_batch(image, clicks, prev))
         first = model.predict(data)
         kernel_calls.clear()
         with _record_host_reads() as record:

@@ -58,11 +58,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
-                                       check_cli_args, check_click_rounds, cli_load_config, click_batch,
-                                       click_inputs, count_parameters, format_table, forward_only_fn,
-                                       free_device_cache, measure_train_step, model_for_dtype, paired_ratio,
-                                       peak_memory_mb, reset_peak_memory, save_report, synthetic_training_batch,
-                                       time_interleaved, time_training, whole_click_fn)
+                                       check_cli_args, check_click_mask, check_click_rounds, cli_load_config,
+                                       click_batch, click_inputs, count_parameters, format_table, forward_only_fn,
+                                       free_device_cache, in_precision, measure_train_step, model_for_dtype,
+                                       paired_ratio, peak_memory_mb, reset_peak_memory, save_report,
+                                       synthetic_training_batch, time_interleaved, time_training, whole_click_fn)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
 TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}
@@ -109,11 +109,7 @@ def click_fns(model, image, clicks, prev_mask, device, dtype, threshold, officia
                 logits = official_forward(model, image, click_list, prev_mask)
             return logits.float().sigmoid() > threshold
 
-    def forward_timed():
-        with torch.no_grad(), autocast(device, dtype):
-            forward()
-
-    return forward_timed, whole_click
+    return in_precision(forward, device, dtype), whole_click
 
 
 def memory_pass(model, image, clicks, prev_mask, args, device, threshold, official):
@@ -126,10 +122,7 @@ def memory_pass(model, image, clicks, prev_mask, args, device, threshold, offici
         forward, whole_click = click_fns(model_for_dtype(model, dtype), image, clicks, prev_mask, device, dtype,
                                          threshold, official)
         forward()
-        mask = whole_click()
-        if tuple(mask.shape) != tuple(image.shape[:2]):
-            raise RuntimeError(f"{who} whole click returned a {tuple(mask.shape)} mask for a "
-                               f"{tuple(image.shape[:2])} image")
+        check_click_mask(whole_click(), image.shape[:2], who)
         peak = peak_memory_mb(device)
         out[dtype] = {"peak_memory_mb": peak["peak_memory_mb"], "peak_memory_kind": peak["kind"]}
     return out

@@ -4,8 +4,8 @@
 After ``--warmup`` untimed clicks (the deformable-attention op reads its index tensors once, the PMMD encoder
 makes them once per input size), with the debug mode set to ``"warn"``:
 
-* ``network``: ``model.predict`` on preprocessed inputs (ViT, pyramid, PMMD, CAMD); the goal is **zero**
-  synchronising calls;
+* ``network``: the network on preprocessed inputs (``model._network``, i.e. ``predict``: ViT, pyramid, PMMD,
+  CAMD); the goal is **zero** synchronising calls;
 * ``whole_click``: ``model([{"image", "clicks", "prev_mask"}])`` from host tensors, sigmoid, threshold and the
   mask copied back: at least the final device-to-host copy synchronises, by design.
 
@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
-                                       cli_load_config, click_batch, click_inputs, save_report, whole_click_fn)
+                                       cli_load_config, click_batch, click_inputs, forward_only_fn, save_report,
+                                       synchronize, whole_click_fn)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,16 +83,15 @@ def main(argv=None):
     threshold = cfg.TEST.NOC.PRED_THRESHOLD
 
     whole_click = whole_click_fn(model, image, clicks, prev, threshold, device)
+    network = forward_only_fn(model, click_batch(image, clicks, prev))  # model._network on preprocessed inputs
 
     with torch.no_grad():
-        data = model.preprocess(click_batch(image, clicks, prev))
         for _ in range(args.warmup):
             whole_click()
-            model.predict(data)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            network()
+        synchronize(device)
         stages = {}
-        for name, fn in (("network", lambda: model.predict(data)), ("whole_click", whole_click)):
+        for name, fn in (("network", network), ("whole_click", whole_click)):
             events_all = []
             for _ in range(args.iters):
                 _, events = record_syncs(fn, device)

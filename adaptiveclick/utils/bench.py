@@ -39,12 +39,11 @@ import torch
 
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
            "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb",
-           "autocast", "count_parameters",
-           "format_table", "load_config", "benchmark_parser", "cli_load_config", "check_cli_args", "check_click_rounds",
-           "free_device_cache", "save_report",
-           "build_benchmark_model", "click_inputs", "click_batch", "whole_click_fn", "measure_click_model",
-           "forward_only_fn",
-           "synthetic_training_batch", "time_training", "measure_train_step"]
+           "autocast", "in_precision", "count_parameters", "format_table", "load_config", "benchmark_parser",
+           "cli_load_config", "check_cli_args", "check_click_rounds", "free_device_cache", "save_report",
+           "build_benchmark_model", "click_inputs", "click_batch", "forward_only_fn", "whole_click_fn",
+           "check_click_mask", "measure_click_model", "synthetic_training_batch", "time_training",
+           "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
 #: ``int8`` = fp32 activations with int8 dynamically quantised linear layers: a quantised copy of the model
@@ -344,21 +343,30 @@ def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask:
     return time_forward_and_click(forward, whole_click, image.shape[:2], device, dtype, iters, warmup)
 
 
+def in_precision(fn: Callable, device, dtype: str) -> Callable[[], object]:
+    """``fn`` as a no-argument callable run under ``torch.no_grad`` and the :func:`autocast` of ``dtype``."""
+
+    def run():
+        with torch.no_grad(), autocast(device, dtype):
+            return fn()
+
+    return run
+
+
+def check_click_mask(mask: torch.Tensor, image_shape, who: str = "the") -> None:
+    """RuntimeError unless a whole click's ``mask`` has the (H, W) ``image_shape`` of its image."""
+    if tuple(mask.shape) != tuple(image_shape):
+        raise RuntimeError(f"{who} whole click returned a {tuple(mask.shape)} mask for a {tuple(image_shape)} image")
+
+
 def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape, device, dtype: str, iters: int,
                            warmup: int) -> Dict[str, object]:
     """Time ``forward()`` (under no_grad and the autocast of ``dtype``) and ``whole_click()`` (which must
     return the (H, W) mask of an ``image_shape`` image); adds the peak memory since the caller's
     :func:`reset_peak_memory`."""
-
-    def forward_timed():
-        with torch.no_grad(), autocast(device, dtype):
-            forward()
-
-    result = {"forward": time_fn(forward_timed, warmup, iters, device),
+    result = {"forward": time_fn(in_precision(forward, device, dtype), warmup, iters, device),
               "whole_click": time_fn(whole_click, warmup, iters, device)}
-    mask = whole_click()
-    if tuple(mask.shape) != tuple(image_shape):
-        raise RuntimeError(f"the whole click returned a {tuple(mask.shape)} mask for a {tuple(image_shape)} image")
+    check_click_mask(whole_click(), image_shape)
     peak = peak_memory_mb(device)
     result["peak_memory_mb"], result["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
     return result
@@ -523,4 +531,4 @@ def measure_train_step(cfg, config_file: str, batch_size: int, amp: str, device,
         row.update(time_training(step, lambda: trainer.click_rounds(batch, click_rounds, rng), batch_size,
                                  click_rounds, cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS / 2.0, device, iters, warmup,
                                  f"{config_file} amp={amp}"))
-    return row  # the model and trainer are freed on return (call torch.cuda.empty_cache() after it on CUDA)
+    return row  # the model and trainer are freed on return (call free_device_cache after it)

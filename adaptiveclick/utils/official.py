@@ -138,11 +138,18 @@ class ConfigDict(dict):
 # ---------------------------------------------------------------------------------------------- importing
 
 
-def _check_root(root):
+def _normalise_root(root):
+    """The absolute path of a checkout given as ``root`` (``~`` expanded), or None if none is given."""
     if root is None or not str(root).strip():
+        return None
+    return os.path.abspath(os.path.expanduser(str(root)))
+
+
+def _check_root(root):
+    root = _normalise_root(root)
+    if root is None:
         raise ValueError("no official AdaptiveClick checkout given (pass its path, or set "
                          f"{OFFICIAL_ROOT_ENV})")
-    root = os.path.abspath(os.path.expanduser(str(root)))
     needed = ["isegm/model/is_adaptiveclick_model.py", "isegm/model/modeling/models_vit.py",
               "isegm/model/modeling/mask2former_helper/msdeformattn.py", "configs/adaptiveclick_plainvit_base448.yaml"]
     if not os.path.isdir(root):
@@ -254,10 +261,9 @@ def import_official(root=None):
     the path if it is not an official checkout, or if a different checkout's ``isegm`` is already imported.
     """
     raw = root if root is not None else os.environ.get(OFFICIAL_ROOT_ENV, DEFAULT_OFFICIAL_ROOT)
-    if raw is not None and str(raw).strip():  # already imported: no file-system checks (it is called in loops)
-        cached = _OFFICIAL_API.get(os.path.abspath(os.path.expanduser(str(raw))))
-        if cached is not None:
-            return cached
+    cached = _OFFICIAL_API.get(_normalise_root(raw))  # already imported: no file-system checks (called in loops)
+    if cached is not None:
+        return cached
     root = _check_root(raw)
     loaded = sys.modules.get("isegm")
     if loaded is not None:
