@@ -183,6 +183,35 @@ def test_time_interleaved_rotates_the_order_and_pairs_rounds(monkeypatch):
         bench.time_interleaved({"x": 3}, warmup=0, iters=1)
 
 
+def test_long_timings_report_progress_on_stderr(monkeypatch, capsys):
+    # fake clock: every call takes 12 s; a line at most every PROGRESS_EVERY_S = 30 s of rounds
+    clock = {"t": 0.0}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(bench, "PROGRESS_EVERY_S", 30.0)
+
+    def call():
+        clock["t"] += 12.0
+
+    bench.time_interleaved({"ours": call, "official": call}, warmup=1, iters=4, device="cpu", label="base fp32")
+    lines = capsys.readouterr().err.strip().splitlines()
+    # rounds are 24 s; they end at 24 (warm-up), 48, 72, 96, 120 s: lines at 48 (48 - 0 >= 30), 96 (96 - 48 >=
+    # 30); at 72 and 120 only 24 s have passed since the last line.  Time left after k of 5 rounds: t / k * (5 - k)
+    assert lines == ["[bench] base fp32: timed round 1/4 done, 48 s elapsed, about 72 s left",
+                     "[bench] base fp32: timed round 3/4 done, 96 s elapsed, about 24 s left"]
+    # short timings print nothing; time_fn names the callable by default
+    clock["t"] = 0.0
+    bench.time_fn(call, warmup=0, iters=2)
+    assert capsys.readouterr().err == ""
+
+    def step():
+        clock["t"] += 31.0
+
+    bench.time_fn(step, warmup=1, iters=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "[bench] step: warm-up round 1/1 done, 31 s elapsed, about 31 s left",
+        "[bench] step: timed round 1/1 done, 62 s elapsed, about 0 s left"]
+
+
 @pytest.mark.parametrize("kwargs", [dict(warmup=-1, iters=3), dict(warmup=0, iters=0), dict(warmup=1.5, iters=2)])
 def test_time_fn_rejects_bad_counts(kwargs):
     with pytest.raises(ValueError, match="warmup|iters"):
@@ -201,6 +230,35 @@ def test_cpu_peak_memory_sees_an_allocation():
         # after the block is freed, a new reset brings the high-water mark back down
         bench.reset_peak_memory("cpu")
         assert bench.peak_memory_mb("cpu")["peak_memory_mb"] < after["peak_memory_mb"] - 100
+
+
+def _heap_left_by_freed_blocks():
+    # 2000 blocks of 100 KiB come from the malloc heap (under glibc's mmap threshold); the last one stays
+    # alive, so the heap cannot shrink from its top when the others are freed
+    blocks = [np.ones(12_800) for _ in range(2000)]
+    pin = blocks[-1]
+    del blocks
+    return pin
+
+
+def test_cpu_peak_reset_hands_freed_heap_back(monkeypatch):
+    bench.reset_peak_memory("cpu")
+    if bench.peak_memory_mb("cpu")["kind"] != "cpu_max_rss_since_reset" or bench._vm_hwm_bytes() is None:
+        pytest.skip("no resettable peak RSS on this OS")
+    base = bench.peak_memory_mb("cpu")["peak_memory_mb"]
+    pin = _heap_left_by_freed_blocks()
+    bench.reset_peak_memory("cpu")
+    trimmed = bench.peak_memory_mb("cpu")["peak_memory_mb"]
+    assert trimmed < base + 60, (base, trimmed)  # the ~200 MiB freed are not counted
+    del pin
+    # negative control: without the trim the freed blocks stay in the RSS the peak restarts from
+    monkeypatch.setattr(bench, "_release_freed_heap", lambda: None)
+    bench.reset_peak_memory("cpu")
+    base = bench.peak_memory_mb("cpu")["peak_memory_mb"]
+    pin = _heap_left_by_freed_blocks()
+    bench.reset_peak_memory("cpu")
+    assert bench.peak_memory_mb("cpu")["peak_memory_mb"] > base + 150
+    del pin
 
 
 def test_autocast_dtypes_and_errors():

@@ -105,8 +105,16 @@ def test_vit_tokens_are_image_plus_clicks_plus_position():
     tokens = vit.patch_embed.proj(x).permute(0, 2, 3, 1) + vit.patch_embed_coords.proj(c).permute(0, 2, 3, 1) + pos
     for blk in vit.blocks:
         tokens = blk(tokens)
+    seen = []
+    hook = vit.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     with torch.no_grad():
-        torch.testing.assert_close(vit(x, c), tokens.permute(0, 3, 1, 2))
+        out = vit(x, c)
+        torch.testing.assert_close(out, tokens.permute(0, 3, 1, 2))
+    hook.remove()
+    # the blocks get a contiguous (B, H, W, C) grid, not PatchEmbed's permuted channel-major one, and the
+    # pyramid gets a channels-last map
+    assert seen[0].shape == (1, 12, 12, 48) and seen[0].is_contiguous()
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     # attention through scaled_dot_product_attention equals the explicit softmax(QK^T / sqrt(d)) V
     attn = vit.blocks[1].attn
     t = torch.randn(2, 3, 5, 48)

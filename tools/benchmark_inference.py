@@ -100,7 +100,7 @@ def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_pe
                 return predictor.add_click(row, col, positive=positive)
 
         reset_peak_memory(device)
-        timing = time_fn(add_click, warmup, iters, device)
+        timing = time_fn(add_click, warmup, iters, device, label=f"predictor {name} {dtype}")
         peak = peak_memory_mb(device)
         out[name] = dict(timing, zoom_in=zoom_in, flip=flip, compile=compiled, peak_memory_mb=peak["peak_memory_mb"],
                          peak_memory_kind=peak["kind"])
@@ -133,7 +133,7 @@ def run(args, device, configs):
         for dtype in args.dtype:
             net = model_for_dtype(model, dtype)  # int8: a quantised copy
             r = measure_click_model(net, image, clicks, prev, device, dtype, args.iters, args.warmup,
-                                    cfg.TEST.NOC.PRED_THRESHOLD)
+                                    cfg.TEST.NOC.PRED_THRESHOLD, label=model_name(config_file))
             row = {"config_file": config_file, "model": model_name(config_file),
                    "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "device": str(device), "dtype": dtype,
                    "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1,

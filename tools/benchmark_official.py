@@ -162,8 +162,8 @@ def compare(name, config_file, cfg, args, device, official_root):
         if against_fp32:  # the official model as it ships, in the same rounds
             forward["official_fp32"], whole["official_fp32"] = click_fns(official_model, *inputs, device, "fp32",
                                                                          threshold, True)
-        t_fwd = time_interleaved(forward, args.warmup, args.iters, device)
-        t_click = time_interleaved(whole, args.warmup, args.iters, device)
+        t_fwd = time_interleaved(forward, args.warmup, args.iters, device, label=f"{name} {dtype} forward")
+        t_click = time_interleaved(whole, args.warmup, args.iters, device, label=f"{name} {dtype} whole click")
         o = {"forward": t_fwd["ours"], "whole_click": t_click["ours"], **ours[dtype]}
         f = {"forward": t_fwd["official"], "whole_click": t_click["official"], **official[dtype]}
         rows.append({

@@ -5,14 +5,17 @@
 * :func:`time_interleaved` times several callables in rotating round-robin order (one call of each per
   round), so that a machine whose speed drifts during the run (shared or throttled hosts) slows every callable
   alike; with :func:`paired_ratio` it gives the same-run comparisons of ``tools/benchmark_official.py``.
+  Both report their progress on stderr (round, elapsed time, estimate of the time left) when a measurement
+  runs longer than :data:`PROGRESS_EVERY_S` (a ViT-H on a CPU takes minutes per measurement).
 * :func:`reset_peak_memory` and :func:`peak_memory_mb` bracket a measurement.  On CUDA they use
   ``torch.cuda.reset_peak_memory_stats`` and ``torch.cuda.max_memory_allocated`` (tensor memory of the
   caching allocator, not the CUDA context).  On the CPU the number is the *process-wide* maximum resident
   set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``): it counts the interpreter, libraries and every
   earlier allocation.  Where Linux allows it, :func:`reset_peak_memory` writes ``5`` to
-  ``/proc/self/clear_refs``, which resets that high-water mark to the current RSS, so the value is then the
-  peak since the reset; elsewhere it is the peak since the process started.  :func:`peak_memory_mb` says
-  which in its ``kind``.
+  ``/proc/self/clear_refs``, which resets that high-water mark (``VmHWM``) to the current RSS, so the value
+  is then the peak since the reset; elsewhere it is the peak since the process started.  :func:`peak_memory_mb`
+  says which in its ``kind``.  Before the reset, freed heap memory is handed back to the OS (glibc's
+  ``malloc_trim``) so that what an earlier model of the same run left in the allocator is not counted.
 * :func:`autocast` is the ``torch.autocast`` context of a precision name (``fp32`` = disabled).
 * :func:`count_parameters` counts a module's parameters.
 * :func:`build_benchmark_model`, :func:`click_inputs`, :func:`measure_click_model`: the inference
@@ -24,6 +27,8 @@
 """
 
 import contextlib
+import ctypes
+import gc
 import itertools
 import math
 import os
@@ -53,6 +58,9 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": N
 QUANTIZED_DTYPES = ("int8",)
 
 _CPU_PEAK_RESET = {"done": False}
+
+#: a timing that has run this many seconds since its last report prints a progress line on stderr
+PROGRESS_EVERY_S = 30.0
 
 
 def parse_dtype(name: str) -> Optional[torch.dtype]:
@@ -106,16 +114,19 @@ def _percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def time_fn(fn: Callable[[], object], warmup: int, iters: int, device="cpu") -> Dict[str, float]:
+def time_fn(fn: Callable[[], object], warmup: int, iters: int, device="cpu",
+            label: Optional[str] = None) -> Dict[str, float]:
     """Time ``fn()``: ``warmup`` untimed calls, then ``iters`` calls each timed on its own.
 
     On CUDA the device is synchronised before the first timed call and after each call, so a time covers
     the work queued by that call.  Returns ``{"median_ms", "mean_ms", "p10", "p90", "n"}`` (percentiles in
-    milliseconds, ``n`` = ``iters``).
+    milliseconds, ``n`` = ``iters``).  ``label`` names the measurement in progress lines (see
+    :func:`time_interleaved`).
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    stats = time_interleaved({"fn": fn}, warmup, iters, device)["fn"]
+    stats = time_interleaved({"fn": fn}, warmup, iters, device,
+                             label=label or getattr(fn, "__name__", "fn"))["fn"]
     del stats["times_ms"]
     return stats
 
@@ -126,14 +137,38 @@ def _timing_stats(times) -> Dict[str, float]:
             "p10": _percentile(ordered, 10), "p90": _percentile(ordered, 90), "n": len(ordered)}
 
 
+class _Progress:
+    """Progress lines on stderr for a long timing: one after a round that ends :data:`PROGRESS_EVERY_S` or
+    more after the start or the last line, with the time left estimated from the rounds so far."""
+
+    def __init__(self, label: str, warmup: int, iters: int):
+        self.label, self.warmup, self.iters = label, warmup, iters
+        self.start = self.last = time.perf_counter()
+
+    def round_done(self, timed: bool, k: int) -> None:
+        """Round ``k`` (0-based) of the warm-up (``timed`` False) or of the timed rounds has ended."""
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        done = k + 1 + (self.warmup if timed else 0)
+        total = self.warmup + self.iters
+        elapsed = now - self.start
+        phase = f"timed round {k + 1}/{self.iters}" if timed else f"warm-up round {k + 1}/{self.warmup}"
+        print(f"[bench] {self.label}: {phase} done, {elapsed:.0f} s elapsed, about "
+              f"{elapsed / done * (total - done):.0f} s left", file=sys.stderr, flush=True)
+
+
 def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: int,
-                     device="cpu") -> Dict[str, Dict[str, object]]:
+                     device="cpu", label: Optional[str] = None) -> Dict[str, Dict[str, object]]:
     """Time several no-argument callables against each other on a machine whose speed may drift.
 
     ``warmup`` untimed rounds, then ``iters`` timed rounds; a round calls every callable once, each timed on
     its own (CUDA synchronised as in :func:`time_fn`), in an order rotated by one every round so that no
     callable always runs first or right after the same neighbour.  Returns ``{name: {"median_ms", "mean_ms",
     "p10", "p90", "n", "times_ms"}}``; ``times_ms[k]`` is the time in round k (for :func:`paired_ratio`).
+    A run longer than :data:`PROGRESS_EVERY_S` prints progress lines on stderr, named by ``label`` (default:
+    the callables' names).
     """
     for value, name, minimum in ((warmup, "warmup", 0), (iters, "iters", 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -145,9 +180,12 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: i
         raise TypeError(f"not callable: {bad}")
     device = torch.device(device)
     names = list(fns)
-    for _ in range(warmup):
+    progress = _Progress(label or "+".join(names), warmup, iters)
+    for k in range(warmup):
         for name in names:
             fns[name]()
+        synchronize(device)
+        progress.round_done(False, k)
     synchronize(device)
     times = {name: [] for name in names}
     for k in range(iters):
@@ -157,6 +195,7 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: i
             fns[name]()
             synchronize(device)
             times[name].append((time.perf_counter() - start) * 1000.0)
+        progress.round_done(True, k)
     return {name: dict(_timing_stats(t), times_ms=t) for name, t in times.items()}
 
 
@@ -169,7 +208,31 @@ def paired_ratio(a: Dict[str, object], b: Dict[str, object]) -> float:
     return statistics.median(x / y for x, y in zip(ta, tb))
 
 
+def _release_freed_heap() -> None:
+    """Hand back to the OS the heap memory that freed tensors left in glibc's allocator (``malloc_trim``),
+    so that a peak reset to the current RSS does not start from what an earlier, larger model left behind
+    (measured: after a ViT-L run, the ViT-H peaks of the same process came out ~4 GB too high)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim this way
+        pass
+
+
+def _vm_hwm_bytes() -> Optional[int]:
+    """The process's peak RSS from /proc/self/status (``VmHWM``, what clear_refs resets), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _reset_cpu_peak() -> bool:
+    _release_freed_heap()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -200,9 +263,15 @@ def peak_memory_mb(device) -> Dict[str, object]:
         synchronize(device)
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20,
                 "kind": "cuda_max_memory_allocated"}
+    if _CPU_PEAK_RESET["done"]:
+        # VmHWM, the counter clear_refs resets (getrusage's ru_maxrss also keeps the peaks of exited threads'
+        # accounting, which no reset clears)
+        rss_bytes = _vm_hwm_bytes()
+        if rss_bytes is not None:
+            return {"peak_memory_mb": rss_bytes / 2 ** 20, "kind": "cpu_max_rss_since_reset"}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # macOS reports bytes, Linux kilobytes
-    kind = "cpu_max_rss_since_reset" if _CPU_PEAK_RESET["done"] else "cpu_max_rss_process"
+    kind = "cpu_max_rss_process"
     return {"peak_memory_mb": rss_bytes / 2 ** 20, "kind": kind}
 
 
@@ -327,20 +396,20 @@ def whole_click_fn(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.n
 
 
 def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray, device, dtype: str,
-                        iters: int, warmup: int, threshold: float) -> Dict[str, object]:
+                        iters: int, warmup: int, threshold: float, label: str = "ours") -> Dict[str, object]:
     """Time one of our models at batch 1: the forward alone and the whole click; peak memory over both.
 
     Whole click = from the NumPy uint8 (H, W, 3) image, int64 (K, 3) clicks and float32 (H, W) previous
     probabilities: tensor wrapping, ``model([{"image", "clicks", "prev_mask"}])`` (transfer to the device,
     normalisation, click disks, padding, network, merge of the queries, bilinear upsampling to (H, W)),
     sigmoid, ``> threshold`` and the copy of the binary mask back to host memory.  Everything runs under
-    ``torch.no_grad`` and the :func:`autocast` of ``dtype``.
+    ``torch.no_grad`` and the :func:`autocast` of ``dtype``.  ``label`` names the model in progress lines.
     """
     device = torch.device(device)
     reset_peak_memory(device)
     forward = forward_only_fn(model, click_batch(image, clicks, prev_mask))
     whole_click = whole_click_fn(model, image, clicks, prev_mask, threshold, device, dtype)
-    return time_forward_and_click(forward, whole_click, image.shape[:2], device, dtype, iters, warmup)
+    return time_forward_and_click(forward, whole_click, image.shape[:2], device, dtype, iters, warmup, label)
 
 
 def in_precision(fn: Callable, device, dtype: str) -> Callable[[], object]:
@@ -360,12 +429,13 @@ def check_click_mask(mask: torch.Tensor, image_shape, who: str = "the") -> None:
 
 
 def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape, device, dtype: str, iters: int,
-                           warmup: int) -> Dict[str, object]:
+                           warmup: int, label: str = "ours") -> Dict[str, object]:
     """Time ``forward()`` (under no_grad and the autocast of ``dtype``) and ``whole_click()`` (which must
     return the (H, W) mask of an ``image_shape`` image); adds the peak memory since the caller's
     :func:`reset_peak_memory`."""
-    result = {"forward": time_fn(in_precision(forward, device, dtype), warmup, iters, device),
-              "whole_click": time_fn(whole_click, warmup, iters, device)}
+    result = {"forward": time_fn(in_precision(forward, device, dtype), warmup, iters, device,
+                                 label=f"{label} {dtype} forward"),
+              "whole_click": time_fn(whole_click, warmup, iters, device, label=f"{label} {dtype} whole click")}
     check_click_mask(whole_click(), image_shape)
     peak = peak_memory_mb(device)
     result["peak_memory_mb"], result["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
@@ -475,13 +545,13 @@ def time_training(step: Callable, rounds_fn: Optional[Callable], batch_size: int
     RuntimeError (naming ``who``) if a throughput comes out non-finite or non-positive."""
     row = {}
     reset_peak_memory(device)
-    row["step"] = time_fn(step, warmup, iters, device)
+    row["step"] = time_fn(step, warmup, iters, device, label=f"{who} training step")
     peak = peak_memory_mb(device)
     row["step_peak_memory_mb"], row["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
     row["samples_per_s"] = batch_size / (row["step"]["median_ms"] / 1000.0)
     if click_rounds:
         reset_peak_memory(device)
-        rounds = time_fn(rounds_fn, warmup, iters, device)
+        rounds = time_fn(rounds_fn, warmup, iters, device, label=f"{who} click rounds")
         row["click_rounds"] = dict(rounds, rounds=click_rounds)
         row["click_round_ms"] = rounds["median_ms"] / click_rounds
         row["click_rounds_peak_memory_mb"] = peak_memory_mb(device)["peak_memory_mb"]
