@@ -10,8 +10,9 @@
 * :func:`reset_peak_memory` and :func:`peak_memory_mb` bracket a measurement.  On CUDA they use
   ``torch.cuda.reset_peak_memory_stats`` and ``torch.cuda.max_memory_allocated`` (tensor memory of the
   caching allocator, not the CUDA context).  On the CPU the number is the *process-wide* maximum resident
-  set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``): it counts the interpreter, libraries and every
-  earlier allocation.  Where Linux allows it, :func:`reset_peak_memory` writes ``5`` to
+  set size (``VmHWM`` of /proc/self/status, else ``resource.getrusage(RUSAGE_SELF).ru_maxrss``): it counts
+  the interpreter, libraries and every earlier allocation.  Where Linux allows it, :func:`reset_peak_memory`
+  writes ``5`` to
   ``/proc/self/clear_refs``, which resets that high-water mark (``VmHWM``) to the current RSS, so the value
   is then the peak since the reset; elsewhere it is the peak since the process started.  :func:`peak_memory_mb`
   says which in its ``kind``.  Before the reset, freed heap memory is handed back to the OS (glibc's
@@ -211,7 +212,7 @@ def paired_ratio(a: Dict[str, object], b: Dict[str, object]) -> float:
 def _release_freed_heap() -> None:
     """Hand back to the OS the heap memory that freed tensors left in glibc's allocator (``malloc_trim``),
     so that a peak reset to the current RSS does not start from what an earlier, larger model left behind
-    (measured: after a ViT-L run, the ViT-H peaks of the same process came out ~4 GB too high)."""
+    (measured: after a ViT-L run, the ViT-H peaks of the same process came out ~5 GB too high)."""
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
