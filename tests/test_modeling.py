@@ -115,6 +115,13 @@ def test_vit_tokens_are_image_plus_clicks_plus_position():
     # pyramid gets a channels-last map
     assert seen[0].shape == (1, 12, 12, 48) and seen[0].is_contiguous()
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    # in training mode the pyramid gets a contiguous NCHW map (faster backward), the same values
+    vit.train()
+    with torch.no_grad():
+        out_train = vit(x, c)
+    assert out_train.is_contiguous()
+    torch.testing.assert_close(out_train, out)
+    vit.eval()
     # attention through scaled_dot_product_attention equals the explicit softmax(QK^T / sqrt(d)) V
     attn = vit.blocks[1].attn
     t = torch.randn(2, 3, 5, 48)

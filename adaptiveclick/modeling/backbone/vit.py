@@ -93,21 +93,25 @@ class ClickViT(ViT):
         return self.patch_size * (self.window_size * 2 // math.gcd(self.window_size, 2) if self.window_size > 0 else 2)
 
     def forward(self, x, coord_features):
-        """x: (B, 3, H, W) normalised RGB; coord_features: (B, coord_chans, H, W). Returns (B, D, H/p, W/p),
-        channels-last in memory (a permuted view of the contiguous (B, H/p, W/p, D) token grid)."""
+        """x: (B, 3, H, W) normalised RGB; coord_features: (B, coord_chans, H, W). Returns (B, D, H/p, W/p):
+        in eval mode channels-last in memory (a permuted view of the contiguous (B, H/p, W/p, D) token grid),
+        in training mode a contiguous NCHW copy."""
         if x.shape[-2:] != coord_features.shape[-2:] or coord_features.shape[1] != self.coord_chans:
             raise ValueError(f"coord_features must be (B, {self.coord_chans}, {x.shape[-2]}, {x.shape[-1]}), "
                              f"got {tuple(coord_features.shape)}")
         tokens = self.patch_embed(x) + self.patch_embed_coords(coord_features)  # (B, gh, gw, D)
         # PatchEmbed returns its convolution's (B, D, gh, gw) output permuted, so the token grid is channel-major
         # in memory, and element-wise ops keep that layout through every block: each LayerNorm and linear layer
-        # then copies its input, and the pyramid gets a plain NCHW map, on which its convolutions run slower
-        # than on the channels-last map a contiguous grid gives.  One copy here: ViT-B/H backbone + pyramid
-        # 3 % faster on the CPU (interleaved, 2026-12-01), same values up to rounding.
+        # then copies its input.  One copy here instead (same values up to rounding).  Measured on the 2-core
+        # CPU, paired (2026-12-01): inference, ViT-B/H backbone + pyramid 0.97 of before, the pyramid's
+        # convolutions being faster on the channels-last map this gives; training (ViT-B, batch 2, forward +
+        # backward) 0.91 of before if the pyramid gets a contiguous NCHW map, but 1.02 with the channels-last
+        # one (the convolutions' backward is slower on channels-last), hence the copy in training mode.
         tokens = (tokens + get_abs_pos(self.pos_embed, True, (tokens.shape[1], tokens.shape[2]))).contiguous()
         for blk in self.blocks:
             tokens = blk(tokens)
-        return tokens.permute(0, 3, 1, 2)
+        out = tokens.permute(0, 3, 1, 2)
+        return out.contiguous() if self.training else out
 
 
 def _gn1(channels):
