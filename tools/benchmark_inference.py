@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (  # noqa: E402
     autocast, benchmark_parser, build_benchmark_model, check_cli_args, cli_load_config, click_inputs,
-    count_parameters, format_table, load_config, measure_click_model, model_for_dtype, peak_memory_mb,
-    reset_peak_memory, save_report, time_fn)
+    count_parameters, format_table, free_device_cache, load_config, measure_click_model, model_for_dtype,
+    peak_memory_mb, reset_peak_memory, save_report, time_fn)
 
 DEFAULT_CONFIGS = [f"configs/sbd/adaptiveclick_vit_{s}_448.yaml" for s in ("b", "l", "h")]
 PREDICTOR_SETTINGS = {"plain": (False, False), "zoom_in+flip": (True, True)}
@@ -148,8 +148,7 @@ def run(args, device, configs):
             print(f"{row['model']:28s} {dtype:5s} forward {r['forward']['median_ms']:9.2f} ms   whole click "
                   f"{r['whole_click']['median_ms']:9.2f} ms   peak {r['peak_memory_mb']:9.1f} MB", flush=True)
         del model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_device_cache(device)
     return results
 
 
