@@ -212,6 +212,81 @@ def test_long_timings_report_progress_on_stderr(monkeypatch, capsys):
         "[bench] step: timed round 1/1 done, 62 s elapsed, about 0 s left"]
 
 
+def test_training_setups_are_timed_interleaved_with_their_throughput(monkeypatch):
+    # fake clock: "ours" steps take 100 ms, "official" 300 ms, click rounds 30 / 60 ms; the machine is 2x
+    # slower from the second timed round of steps on (a drift the paired ratio cancels)
+    clock = {"t": 0.0, "slow": 1.0}
+    calls, checks = [], []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+
+    def cost(name, ms):
+        def fn():
+            calls.append(name)
+            clock["t"] += ms / 1000.0 * clock["slow"]
+        return fn
+
+    setups = {
+        "ours": bench.TrainingSetup(cost("ours step", 100.0), cost("ours rounds", 30.0), 1.5, {"who": "ours"},
+                                    lambda: checks.append("ours")),
+        "official": bench.TrainingSetup(cost("official step", 300.0), cost("official rounds", 60.0), 1.5, {},
+                                        lambda: checks.append("official")),
+    }
+    steps = setups["official"].step
+
+    def official_step_then_drift():
+        steps()
+        if calls.count("official step") == 2:  # after the warm-up call and the first timed one
+            clock["slow"] = 2.0
+
+    setups["official"].step = official_step_then_drift
+    rows = bench.time_training_interleaved(setups, batch_size=4, click_rounds=2, device="cpu", iters=3, warmup=1,
+                                           label="tiny")
+    # steps first (warm-up round, then rounds rotated: ours-official, official-ours, ours-official), then rounds
+    assert calls[:8] == ["ours step", "official step"] * 2 + ["official step", "ours step", "ours step",
+                                                                "official step"]
+    assert calls[8:] == ["ours rounds", "official rounds"] * 2 + ["official rounds", "ours rounds",
+                                                                   "ours rounds", "official rounds"]
+    assert sorted(checks) == ["official", "ours"]
+    ours, official = rows["ours"], rows["official"]
+    assert ours["step"]["times_ms"] == pytest.approx([100.0, 200.0, 200.0])
+    assert official["step"]["times_ms"] == pytest.approx([300.0, 600.0, 600.0])
+    assert ours["samples_per_s"] == pytest.approx(4 / 0.2) and official["samples_per_s"] == pytest.approx(4 / 0.6)
+    assert bench.paired_ratio(ours["step"], official["step"]) == pytest.approx(1 / 3)
+    # click rounds all at the slow speed: 60 / 120 ms for 2 rounds
+    assert ours["click_round_ms"] == pytest.approx(30.0) and official["click_round_ms"] == pytest.approx(60.0)
+    assert ours["click_rounds"]["rounds"] == 2
+    assert ours["expected_iteration_ms"] == pytest.approx(200.0 + 1.5 * 30.0)
+    assert ours["expected_samples_per_s"] == pytest.approx(4 / 0.245)
+    assert "step_peak_memory_mb" not in ours  # measured alone, not here
+    with pytest.raises(ValueError, match="no rounds"):
+        bench.time_training_interleaved({"x": bench.TrainingSetup(lambda: None, None, 1.5, {})}, 1, 1, "cpu", 1, 0,
+                                        "x")
+
+
+def test_training_peak_memory_counts_the_steps_of_a_setup():
+    kept, checks = [], []
+
+    def step():  # every step keeps 80 MiB more, as a first step that creates optimizer state would
+        kept.append(np.ones(80 * 2 ** 20 // 8))
+
+    setup = bench.TrainingSetup(step, lambda: np.ones(120 * 2 ** 20 // 8).sum(), 1.5, {},
+                                lambda: checks.append(True))
+    bench.reset_peak_memory("cpu")
+    if bench.peak_memory_mb("cpu")["kind"] != "cpu_max_rss_since_reset":
+        pytest.skip("no resettable peak RSS on this OS")
+    base = bench.peak_memory_mb("cpu")["peak_memory_mb"]
+    row = bench.training_peak_memory(setup, click_rounds=1, device="cpu", steps=2)
+    assert len(kept) == 2 and checks == [True]
+    assert row["peak_memory_kind"] == "cpu_max_rss_since_reset"
+    assert row["step_peak_memory_mb"] >= base + 150
+    # the rounds' peak restarts from the RSS after the steps (which holds their 160 MiB) and adds its 120 MiB
+    assert row["click_rounds_peak_memory_mb"] >= row["step_peak_memory_mb"] + 100
+    assert "click_rounds_peak_memory_mb" not in bench.training_peak_memory(setup, 0, "cpu", steps=1)
+    kept.clear()
+    with pytest.raises(ValueError, match="steps"):
+        bench.training_peak_memory(setup, 0, "cpu", steps=0)
+
+
 @pytest.mark.parametrize("kwargs", [dict(warmup=-1, iters=3), dict(warmup=0, iters=0), dict(warmup=1.5, iters=2)])
 def test_time_fn_rejects_bad_counts(kwargs):
     with pytest.raises(ValueError, match="warmup|iters"):
@@ -386,11 +461,19 @@ def test_benchmark_official_train_tiny(tool_runs):
         _check_timing(side["click_rounds"], 2)
         assert side["samples_per_s"] == pytest.approx(2 / (side["step"]["median_ms"] / 1000))
         assert side["expected_rounds_per_iteration"] == 1.5  # both recipes: 0..3 rounds
+    for side in (ours, theirs):  # peak memory from each alone
+        assert side["peak_memory_kind"].startswith("cpu_max_rss")
+        assert side["step_peak_memory_mb"] > 0 and side["click_rounds_peak_memory_mb"] > 0
     ratio = r["ratio_ours_over_official"]
     assert ratio["samples_per_s"] == pytest.approx(ours["samples_per_s"] / theirs["samples_per_s"])
     assert ratio["expected_samples_per_s"] == pytest.approx(ours["expected_samples_per_s"]
                                                             / theirs["expected_samples_per_s"])
-    assert "samples/s official" in stdout
+    # timed interleaved: per-round ratios of the steps (throughput ratio = official time / our time)
+    for kind, key, invert in (("step", "samples_per_s_paired", True), ("click_rounds", "click_round_ms_paired", False)):
+        per_round = np.array(ours[kind]["times_ms"]) / np.array(theirs[kind]["times_ms"])
+        assert len(per_round) == 2
+        assert ratio[key] == pytest.approx(1 / np.median(per_round) if invert else np.median(per_round))
+    assert "samples/s official" in stdout and "paired" in stdout
 
 
 def test_benchmark_inference_compiled_predictor_settings(tmp_path, monkeypatch):

@@ -34,16 +34,21 @@ official ratios (below 1 = ours faster / smaller).
 With ``--train``, training instead of inference: for each size, one batch of ``--batch`` synthetic samples
 mapped by our ``ClickTrainingMapper`` (crop = the model's IMG_SIZE, the official model's fixed input size), then
 
-* ours: ``adaptiveclick.utils.bench.measure_train_step`` for each ``--amp`` (as ``tools/benchmark_train.py``:
+* ours: for each ``--amp``, ``adaptiveclick.utils.bench.prepare_train_step`` (as ``tools/benchmark_train.py``:
   ``IterativeClickTrainer.run_step`` without its random click rounds, the config's optimizer);
 * official: the same samples as its trainer's batch (``official_training_batch``), its optimizer
   (``get_optimizer(model, "adam", lr 5e-5)`` of its recipe), and ``official_train_step`` (forward, its
   ``loss_inference``, zero_grad, backward, step), always fp32 as its recipe trains;
 
 both with ``--click-rounds`` no-grad click rounds timed separately (ours ``IterativeClickTrainer.click_rounds``,
-official ``official_click_rounds``: forward, sigmoid, its ``get_next_points``), samples/s of the step and of an
-average iteration (step + 1.5 rounds for both recipes' 0..3 rounds), peak memory, and ours / official ratios
-(above 1 = ours faster).
+official ``official_click_rounds``: forward, sigmoid, its ``get_next_points``).  Peak memory comes first, from
+two steps and one call of the click rounds of each setup alone in memory; then the others are built again
+beside the last one, all resident together, and their steps (then their click rounds) are timed interleaved as above
+(``time_training_interleaved``).  Reported: samples/s of the step and of an average iteration (step + 1.5
+rounds for both recipes' 0..3 rounds), peak memory, and ours / official ratios (above 1 = ours faster;
+``samples_per_s_paired`` is 1 / the paired ratio of our step time to the official one).  All models and
+optimizer states are resident during the timing (ViT-H batch 8 on a GPU: three fp32 Adam states of ~10 GB
+each with ``--amp none bf16``).
 
     python tools/benchmark_official.py --official-root /tmp/official_adaptiveclick --sizes base huge --device cuda
     python tools/benchmark_official.py --train --sizes base --batch 16 --amp none bf16 --device cuda
@@ -60,9 +65,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
                                        check_cli_args, check_click_mask, check_click_rounds, cli_load_config,
                                        click_batch, click_inputs, count_parameters, format_table, forward_only_fn,
-                                       free_device_cache, in_precision, measure_train_step, model_for_dtype,
-                                       paired_ratio, peak_memory_mb, reset_peak_memory, save_report,
-                                       synthetic_training_batch, time_interleaved, time_training, whole_click_fn)
+                                       free_device_cache, in_precision, model_for_dtype, paired_ratio,
+                                       peak_memory_mb, prepare_train_step, reset_peak_memory, save_report,
+                                       synthetic_training_batch, time_interleaved, time_training_interleaved,
+                                       training_peak_memory, TrainingSetup, whole_click_fn)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
 TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}
@@ -199,8 +205,10 @@ def compare(name, config_file, cfg, args, device, official_root):
     return rows
 
 
-def measure_official_train(cfg, batch, args, device, official_root, who):
-    """The official model's training step (fp32) and click rounds on our mapped ``batch``."""
+def prepare_official_train(cfg, batch, args, device, official_root, who):
+    """The official model's training (fp32) on our mapped ``batch`` as a ``TrainingSetup``: its model built
+    with torch seeded by ``--seed``, its optimizer, ``official_train_step`` and ``--click-rounds`` rounds of
+    ``official_click_rounds``; ``check()`` raises FloatingPointError on a non-finite loss."""
     from adaptiveclick.utils.official import (OFFICIAL_MAX_NUM_NEXT_CLICKS, build_official_model,
                                               build_official_optimizer, official_click_rounds,
                                               official_kwargs_from_cfg, official_train_step, official_training_batch)
@@ -218,41 +226,63 @@ def measure_official_train(cfg, batch, args, device, official_root, who):
     def rounds():
         official_click_rounds(model, official_batch, args.click_rounds, official_root)
 
-    row = time_training(step, rounds, len(batch), args.click_rounds, OFFICIAL_MAX_NUM_NEXT_CLICKS / 2.0, device,
-                        args.iters, args.warmup, who)
-    bad = [i for i, loss in enumerate(losses) if not torch.isfinite(loss)]
-    if bad:
-        raise FloatingPointError(f"{who}: non-finite training loss at step(s) {bad}")
-    row.update(amp="none", optimizer=type(optimizer).__name__, params=count_parameters(model),
-               param_groups=len(optimizer.param_groups),
-               build={"size": size, "img_size": img_size, "overrides": overrides})
-    return row  # model and optimizer are freed on return
+    def check():
+        bad = [i for i, loss in enumerate(losses) if not torch.isfinite(loss)]
+        if bad:
+            raise FloatingPointError(f"{who}: non-finite training loss at step(s) {bad}")
+
+    info = {"amp": "none", "optimizer": type(optimizer).__name__, "params": count_parameters(model),
+            "param_groups": len(optimizer.param_groups),
+            "build": {"size": size, "img_size": img_size, "overrides": overrides}}
+    return TrainingSetup(step, rounds if args.click_rounds else None, OFFICIAL_MAX_NUM_NEXT_CLICKS / 2.0, info,
+                         check)
 
 
 def compare_train(name, config_file, cfg, batch_size, args, device, official_root):
-    """Training of ours (each ``--amp``) and of the official model (fp32) on the same mapped batch."""
+    """Training of ours (each ``--amp``) and of the official model (fp32) on the same mapped batch: peak memory
+    with each alone, then the steps (and click rounds) of all of them resident, timed interleaved."""
     img_size = int(cfg.MODEL.VIT.IMG_SIZE)
     batch = synthetic_training_batch(cfg, batch_size, seed=args.seed)
-    ours = {}
-    for amp in args.amp:
-        ours[amp] = measure_train_step(cfg, config_file, batch_size, amp, device, args.iters, args.warmup,
-                                       args.click_rounds, args.seed, batch=batch)
-        free_device_cache(device)
-    official = measure_official_train(cfg, batch, args, device, official_root, f"official {name}")
+
+    def build(key):
+        if key == "official":
+            return prepare_official_train(cfg, batch, args, device, official_root, f"official {name}")
+        return prepare_train_step(cfg, config_file, batch_size, key, device, args.click_rounds, args.seed, batch)
+
+    keys = list(dict.fromkeys(args.amp)) + ["official"]
+    memory = {}
+    for key in keys:  # each alone in memory; the last one stays for the timing (one build fewer)
+        setup = build(key)
+        memory[key] = training_peak_memory(setup, args.click_rounds, device)
+        if key != keys[-1]:
+            del setup
+            free_device_cache(device)
+    setups = {key: build(key) for key in keys[:-1]}
+    setups[keys[-1]] = setup
+    del setup
+    timed = time_training_interleaved(setups, batch_size, args.click_rounds, device, args.iters, args.warmup,
+                                      f"{name} batch {batch_size}")
+    sides = {key: dict(setups[key].info, **memory[key], **timed[key]) for key in keys}
+    del setups
     free_device_cache(device)
 
+    official = sides.pop("official")
     rows = []
-    for amp, o in ours.items():
-        ratio = {"samples_per_s": o["samples_per_s"] / official["samples_per_s"]}
+    for amp, o in sides.items():
+        # samples/s is batch / step time: the ratio of throughputs is official time / our time
+        ratio = {"samples_per_s": o["samples_per_s"] / official["samples_per_s"],
+                 "samples_per_s_paired": 1.0 / paired_ratio(o["step"], official["step"])}
         if args.click_rounds:
             ratio["expected_samples_per_s"] = o["expected_samples_per_s"] / official["expected_samples_per_s"]
             ratio["click_round_ms"] = _ratio(o["click_round_ms"], official["click_round_ms"])
+            ratio["click_round_ms_paired"] = paired_ratio(o["click_rounds"], official["click_rounds"])
         ratio["step_peak_memory"] = _ratio(o["step_peak_memory_mb"], official["step_peak_memory_mb"])
         rows.append({"name": name, "config_file": config_file, "device": str(device), "amp": amp, "batch": batch_size,
                      "crop_size": [img_size, img_size], "ours": o, "official": official,
                      "ratio_ours_over_official": ratio})
         print(f"{name:10s} batch {batch_size:3d} ours amp {amp:4s} {o['samples_per_s']:8.3f} samples/s | official fp32 "
-              f"{official['samples_per_s']:8.3f} samples/s | ratio {ratio['samples_per_s']:.3f}", flush=True)
+              f"{official['samples_per_s']:8.3f} samples/s | ratio {ratio['samples_per_s']:.3f} "
+              f"(paired {ratio['samples_per_s_paired']:.3f})", flush=True)
     return rows
 
 
@@ -260,13 +290,13 @@ def train_table(results):
     return format_table(
         [{"name": r["name"], "batch": r["batch"], "amp": r["amp"], "os": r["ours"]["step"]["median_ms"],
           "fs": r["official"]["step"]["median_ms"], "osps": r["ours"]["samples_per_s"],
-          "fsps": r["official"]["samples_per_s"], "r": r["ratio_ours_over_official"]["samples_per_s"],
+          "fsps": r["official"]["samples_per_s"], "r": r["ratio_ours_over_official"]["samples_per_s_paired"],
           "oe": r["ours"].get("expected_samples_per_s"), "fe": r["official"].get("expected_samples_per_s"),
           "re": r["ratio_ours_over_official"].get("expected_samples_per_s"), "om": r["ours"]["step_peak_memory_mb"],
           "fm": r["official"]["step_peak_memory_mb"]} for r in results],
         [("model", "name", "s"), ("batch", "batch", "d"), ("ours amp", "amp", "s"), ("step ours ms", "os", ".1f"),
          ("step official ms", "fs", ".1f"), ("samples/s ours", "osps", ".3f"), ("samples/s official", "fsps", ".3f"),
-         ("ratio", "r", ".3f"), ("incl. rounds ours", "oe", ".3f"), ("incl. rounds official", "fe", ".3f"),
+         ("paired ratio", "r", ".3f"), ("incl. rounds ours", "oe", ".3f"), ("incl. rounds official", "fe", ".3f"),
          ("ratio", "re", ".3f"), ("peak ours MB", "om", ".1f"), ("peak official MB", "fm", ".1f")])
 
 

@@ -24,7 +24,10 @@
   :func:`whole_click_fn`) are what ``tools/benchmark_official.py`` times of our model, interleaved with the
   official one.
 * :func:`synthetic_training_batch`, :func:`time_training`, :func:`measure_train_step`: the training
-  measurement of ``tools/benchmark_train.py``, shared with ``tools/benchmark_official.py --train``.
+  measurement of ``tools/benchmark_train.py``.  ``tools/benchmark_official.py --train`` builds each
+  implementation's training as a :class:`TrainingSetup` (ours: :func:`prepare_train_step`), times them
+  resident side by side with :func:`time_training_interleaved` and measures peak memory with each alone
+  (:func:`training_peak_memory`).
 """
 
 import contextlib
@@ -49,6 +52,7 @@ __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "pars
            "cli_load_config", "check_cli_args", "check_click_rounds", "free_device_cache", "save_report",
            "build_benchmark_model", "click_inputs", "click_batch", "forward_only_fn", "whole_click_fn",
            "check_click_mask", "measure_click_model", "synthetic_training_batch", "time_training",
+           "TrainingSetup", "time_training_interleaved", "training_peak_memory", "prepare_train_step",
            "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
@@ -538,6 +542,26 @@ def synthetic_training_batch(cfg, batch: int, seed: int = 0):
         return [mapper(d, rng=np.random.default_rng([seed, i])) for i, d in enumerate(dicts)]
 
 
+def _throughput(row: Dict[str, object], step: Dict[str, object], rounds: Optional[Dict[str, object]],
+                batch_size: int, click_rounds: int, expected_rounds: float, who: str) -> Dict[str, object]:
+    """Fill ``row`` with the step timing ``step`` and, if ``click_rounds`` > 0, the timing ``rounds`` of that
+    many click rounds, and what follows from them: samples/s of a step, ms per click round, and an average
+    iteration (a step plus ``expected_rounds`` rounds).  RuntimeError naming ``who`` if a throughput comes out
+    non-finite or non-positive."""
+    row["step"] = step
+    row["samples_per_s"] = batch_size / (step["median_ms"] / 1000.0)
+    if click_rounds:
+        row["click_rounds"] = dict(rounds, rounds=click_rounds)
+        row["click_round_ms"] = rounds["median_ms"] / click_rounds
+        row["expected_rounds_per_iteration"] = expected_rounds
+        row["expected_iteration_ms"] = step["median_ms"] + expected_rounds * row["click_round_ms"]
+        row["expected_samples_per_s"] = batch_size / (row["expected_iteration_ms"] / 1000.0)
+    for key in ("samples_per_s", "expected_samples_per_s"):
+        if key in row and not (math.isfinite(row[key]) and row[key] > 0):
+            raise RuntimeError(f"{who}: non-finite or non-positive {key} = {row[key]!r}")
+    return row
+
+
 def time_training(step: Callable, rounds_fn: Optional[Callable], batch_size: int, click_rounds: int,
                   expected_rounds: float, device, iters: int, warmup: int, who: str) -> Dict[str, object]:
     """Time one implementation's training: ``step()`` (one optimisation step) and, if ``click_rounds`` > 0,
@@ -546,22 +570,67 @@ def time_training(step: Callable, rounds_fn: Optional[Callable], batch_size: int
     RuntimeError (naming ``who``) if a throughput comes out non-finite or non-positive."""
     row = {}
     reset_peak_memory(device)
-    row["step"] = time_fn(step, warmup, iters, device, label=f"{who} training step")
+    step_timing = time_fn(step, warmup, iters, device, label=f"{who} training step")
     peak = peak_memory_mb(device)
     row["step_peak_memory_mb"], row["peak_memory_kind"] = peak["peak_memory_mb"], peak["kind"]
-    row["samples_per_s"] = batch_size / (row["step"]["median_ms"] / 1000.0)
+    rounds_timing = None
     if click_rounds:
         reset_peak_memory(device)
-        rounds = time_fn(rounds_fn, warmup, iters, device, label=f"{who} click rounds")
-        row["click_rounds"] = dict(rounds, rounds=click_rounds)
-        row["click_round_ms"] = rounds["median_ms"] / click_rounds
+        rounds_timing = time_fn(rounds_fn, warmup, iters, device, label=f"{who} click rounds")
         row["click_rounds_peak_memory_mb"] = peak_memory_mb(device)["peak_memory_mb"]
-        row["expected_rounds_per_iteration"] = expected_rounds
-        row["expected_iteration_ms"] = row["step"]["median_ms"] + expected_rounds * row["click_round_ms"]
-        row["expected_samples_per_s"] = batch_size / (row["expected_iteration_ms"] / 1000.0)
-    for key in ("samples_per_s", "expected_samples_per_s"):
-        if key in row and not (math.isfinite(row[key]) and row[key] > 0):
-            raise RuntimeError(f"{who}: non-finite or non-positive {key} = {row[key]!r}")
+    return _throughput(row, step_timing, rounds_timing, batch_size, click_rounds, expected_rounds, who)
+
+
+class TrainingSetup:
+    """One implementation's training, built and ready to time: ``step()`` runs one optimisation step,
+    ``rounds()`` the no-grad click rounds (None without), an average iteration has ``expected_rounds`` of them,
+    ``info`` describes the setup (goes into the report row) and ``check()`` raises if the steps so far went
+    wrong (a non-finite loss)."""
+
+    def __init__(self, step: Callable[[], object], rounds: Optional[Callable[[], object]], expected_rounds: float,
+                 info: Dict[str, object], check: Optional[Callable[[], None]] = None):
+        self.step, self.rounds, self.expected_rounds, self.info = step, rounds, expected_rounds, info
+        self.check = check or (lambda: None)
+
+
+def time_training_interleaved(setups: Dict[str, TrainingSetup], batch_size: int, click_rounds: int, device,
+                              iters: int, warmup: int, label: str) -> Dict[str, Dict[str, object]]:
+    """Time several resident :class:`TrainingSetup` against each other with :func:`time_interleaved`: their
+    steps in rotating rounds, then (``click_rounds`` > 0) their click rounds the same way.  Returns ``{name:
+    row}`` with the fields of :func:`time_training` except peak memory (several models are resident: measure it
+    with :func:`training_peak_memory`, one setup alone); ``step["times_ms"]`` and ``click_rounds["times_ms"]``
+    hold the per-round times for :func:`paired_ratio`.  Every setup's ``check()`` runs at the end."""
+    if click_rounds and any(s.rounds is None for s in setups.values()):
+        raise ValueError(f"click_rounds = {click_rounds} but a setup has no rounds()")
+    steps = time_interleaved({name: s.step for name, s in setups.items()}, warmup, iters, device,
+                             label=f"{label} training steps")
+    rounds = time_interleaved({name: s.rounds for name, s in setups.items()}, warmup, iters, device,
+                              label=f"{label} click rounds") if click_rounds else {}
+    rows = {}
+    for name, s in setups.items():
+        s.check()
+        rows[name] = _throughput({}, steps[name], rounds.get(name), batch_size, click_rounds, s.expected_rounds,
+                                 f"{label}: {name}")
+    return rows
+
+
+def training_peak_memory(setup: TrainingSetup, click_rounds: int, device, steps: int = 2) -> Dict[str, object]:
+    """Peak memory of ``steps`` training steps of ``setup`` (the first creates the optimizer state, so 2 reach
+    the steady state) and of one call of its click rounds, each from its own :func:`reset_peak_memory`.
+    Meant for a setup alone in memory.  Returns ``step_peak_memory_mb``, ``peak_memory_kind`` and (with click
+    rounds) ``click_rounds_peak_memory_mb``; runs ``setup.check()``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    reset_peak_memory(device)
+    for _ in range(steps):
+        setup.step()
+    peak = peak_memory_mb(device)
+    row = {"step_peak_memory_mb": peak["peak_memory_mb"], "peak_memory_kind": peak["kind"]}
+    if click_rounds:
+        reset_peak_memory(device)
+        setup.rounds()
+        row["click_rounds_peak_memory_mb"] = peak_memory_mb(device)["peak_memory_mb"]
+    setup.check()
     return row
 
 
@@ -576,30 +645,47 @@ def _build_trainer(cfg, model, batch, amp):
     return IterativeClickTrainer(model, itertools.repeat(batch), optimizer, **kwargs)
 
 
-def measure_train_step(cfg, config_file: str, batch_size: int, amp: str, device, iters: int, warmup: int,
-                       click_rounds: int, seed: int = 0, batch=None) -> Dict[str, object]:
-    """Our training step (``IterativeClickTrainer.run_step`` without its random click rounds, the config's
-    optimizer, AMP ``amp``) and ``click_rounds`` rounds of ``IterativeClickTrainer.click_rounds``, on
-    ``batch`` (mapped samples; default :func:`synthetic_training_batch` of ``batch_size``) fed at every step.
-    Returns the row of ``tools/benchmark_train.py`` (see :func:`time_training`)."""
+def prepare_train_step(cfg, config_file: str, batch_size: int, amp: str, device, click_rounds: int = 0,
+                       seed: int = 0, batch=None) -> TrainingSetup:
+    """Our training as a :class:`TrainingSetup`: a model built with torch seeded by ``seed``, the trainer's
+    inner loop (``IterativeClickTrainer.run_step`` without its random click rounds, the config's optimizer, AMP
+    ``amp``) fed ``batch`` (mapped samples; default :func:`synthetic_training_batch` of ``batch_size``) at every
+    step, and ``rounds()`` = ``click_rounds`` rounds of ``IterativeClickTrainer.click_rounds`` on it (None if
+    ``click_rounds`` is 0)."""
     from detectron2.utils.events import EventStorage
 
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {sorted(AMP_CHOICES)}, got {amp!r}")
     device = torch.device(device)
     model = build_benchmark_model(cfg, seed=seed).train()
     batch = synthetic_training_batch(cfg, batch_size, seed=seed) if batch is None else list(batch)
     if len(batch) != batch_size:
         raise ValueError(f"batch has {len(batch)} samples, batch_size is {batch_size}")
     trainer = _build_trainer(cfg, model, batch, amp)
-    row = {"config_file": config_file, "model": os.path.splitext(os.path.basename(config_file))[0],
-           "device": str(device), "amp": amp, "batch": batch_size, "crop_size": list(cfg.INPUT.AUG.CROP_SIZE),
-           "optimizer": type(trainer.optimizer).__name__, "params": count_parameters(model)}
+    info = {"config_file": config_file, "model": os.path.splitext(os.path.basename(config_file))[0],
+            "device": str(device), "amp": amp, "batch": batch_size, "crop_size": list(cfg.INPUT.AUG.CROP_SIZE),
+            "optimizer": type(trainer.optimizer).__name__, "params": count_parameters(model)}
+    storage = EventStorage(0)  # run_step logs its losses to the current storage
     rng = np.random.default_rng(seed)
-    with EventStorage(0):
-        def step():
-            trainer.run_step()
-            trainer.iter += 1
 
-        row.update(time_training(step, lambda: trainer.click_rounds(batch, click_rounds, rng), batch_size,
-                                 click_rounds, cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS / 2.0, device, iters, warmup,
-                                 f"{config_file} amp={amp}"))
+    def step():
+        with storage:
+            trainer.run_step()
+        trainer.iter += 1
+
+    def rounds():
+        with storage:
+            trainer.click_rounds(batch, click_rounds, rng)
+
+    return TrainingSetup(step, rounds if click_rounds else None, cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS / 2.0, info)
+
+
+def measure_train_step(cfg, config_file: str, batch_size: int, amp: str, device, iters: int, warmup: int,
+                       click_rounds: int, seed: int = 0, batch=None) -> Dict[str, object]:
+    """Our training step and ``click_rounds`` click rounds (:func:`prepare_train_step`) timed one after the
+    other with their peak memory.  Returns the row of ``tools/benchmark_train.py`` (see :func:`time_training`)."""
+    setup = prepare_train_step(cfg, config_file, batch_size, amp, device, click_rounds, seed, batch)
+    row = dict(setup.info)
+    row.update(time_training(setup.step, setup.rounds, batch_size, click_rounds, setup.expected_rounds, device,
+                             iters, warmup, f"{config_file} amp={amp}"))
     return row  # the model and trainer are freed on return (call free_device_cache after it)
