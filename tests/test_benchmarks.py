@@ -183,6 +183,23 @@ def test_time_interleaved_rotates_the_order_and_pairs_rounds(monkeypatch):
         bench.time_interleaved({"x": 3}, warmup=0, iters=1)
 
 
+def test_time_interleaved_reports_page_faults_and_system_time():
+    def fresh_memory():  # 512 MiB of new pages, every 4 KiB page written
+        block = np.empty(512 * 2 ** 20, dtype=np.uint8)
+        block[::4096] = 1
+        del block
+
+    out = bench.time_interleaved({"fresh": fresh_memory, "idle": lambda: None}, warmup=0, iters=3, device="cpu")
+    for name in ("fresh", "idle"):
+        assert len(out[name]["sys_ms"]) == len(out[name]["minor_faults"]) == 3
+        assert min(out[name]["sys_ms"]) >= 0 and min(out[name]["minor_faults"]) >= 0
+    if sys.platform.startswith("linux"):
+        # glibc maps an allocation this large afresh every time (mmap) and the kernel faults its pages in: one
+        # fault per 4 KiB page, or per 2 MiB with transparent huge pages, which NumPy asks for (256; ~770 here)
+        assert min(out["fresh"]["minor_faults"]) >= 200
+        assert max(out["idle"]["minor_faults"]) < 50
+
+
 def test_long_timings_report_progress_on_stderr(monkeypatch, capsys):
     # fake clock: every call takes 12 s; a line at most every PROGRESS_EVERY_S = 30 s of rounds
     clock = {"t": 0.0}
@@ -501,6 +518,69 @@ def test_benchmark_inference_compiled_predictor_settings(tmp_path, monkeypatch):
             # 1 warm-up + 2 timed clicks, each one network call, all through the (fake) compiled function
             assert (p["compiled_calls"], p["eager_calls"], p["compile_failure"]) == (3, 0, None)
             assert p["compile_mode"] == "default"
+
+
+class _StoppedByTimeLimit(KeyboardInterrupt):
+    """What `timeout --signal=INT` raises in a benchmark that runs out of its GPU lease."""
+
+
+def _second_call_stops(first):
+    calls = []
+
+    def measure(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            raise _StoppedByTimeLimit()
+        return first(*args, **kwargs)
+
+    return measure
+
+
+def test_benchmarks_keep_what_they_measured_when_stopped(tmp_path, monkeypatch):
+    """A run stopped after its first model (a time limit) leaves a JSON report with that model's row, marked
+    incomplete; a finished run is marked complete."""
+    train = _load_tool("benchmark_train")
+    fake_train_row = {"model": "tiny", "amp": "none", "batch": 2, "step": {"median_ms": 50.0}, "samples_per_s": 40.0,
+                      "step_peak_memory_mb": 100.0}
+    monkeypatch.setattr(train, "measure_train_step", _second_call_stops(lambda *a, **k: dict(fake_train_row)))
+    out = tmp_path / "train.json"
+    with pytest.raises(_StoppedByTimeLimit):
+        train.main(["--config-file", TINY, "--batch", "2", "--amp", "none", "bf16", "--device", "cpu",
+                    "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert report["complete"] is False and report["results"] == [fake_train_row]
+    assert report["config"]["amp"] == ["none", "bf16"]
+
+    inference = _load_tool("benchmark_inference")
+    timing = {"median_ms": 5.0, "mean_ms": 5.0, "p10": 5.0, "p90": 5.0, "n": 1}
+    fake_click = {"forward": dict(timing), "whole_click": dict(timing), "peak_memory_mb": 10.0}
+    monkeypatch.setattr(inference, "measure_click_model", _second_call_stops(lambda *a, **k: dict(fake_click)))
+    out = tmp_path / "inference.json"
+    argv = ["--configs", TINY, TINY, "--size", "64", "--device", "cpu", "--dtype", "fp32", "--output", str(out)]
+    with pytest.raises(_StoppedByTimeLimit):
+        inference.main(argv)
+    report = json.loads(out.read_text())
+    assert report["complete"] is False and len(report["results"]) == 1
+    assert report["results"][0]["forward"] == timing and report["results"][0]["config_file"] == TINY
+    # not stopped: one complete report with both rows
+    monkeypatch.setattr(inference, "measure_click_model", lambda *a, **k: dict(fake_click))
+    report = inference.main(argv)
+    assert report["complete"] is True and len(report["results"]) == 2
+    assert json.loads(out.read_text())["complete"] is True
+
+
+@pytest.mark.skipif(not HAS_OFFICIAL, reason=f"no official AdaptiveClick checkout at {OFFICIAL_ROOT}")
+def test_benchmark_official_keeps_the_sizes_it_finished(tmp_path, monkeypatch):
+    official = _load_tool("benchmark_official")
+    fake = [{"name": "base", "dtype": "fp32"}]
+    monkeypatch.setattr(official, "compare", _second_call_stops(lambda *a, **k: list(fake)))
+    out = tmp_path / "official.json"
+    with pytest.raises(_StoppedByTimeLimit):
+        official.main(["--official-root", OFFICIAL_ROOT, "--sizes", "base", "huge", "--device", "cpu",
+                       "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "official_vs_ours" and report["complete"] is False
+    assert report["results"] == fake and [r["name"] for r in report["config"]["runs"]] == ["base", "huge"]
 
 
 def test_check_cuda_sync_dry_run_on_cpu(tmp_path):

@@ -123,9 +123,10 @@ def _finite_or_error(value, where):
     return value
 
 
-def run(args, device, configs):
+def run(args, device, configs, save_partial=None):
+    """Rows of every config x dtype; ``save_partial(results)`` after each config but the last."""
     results = []
-    for config_file in configs:
+    for k, config_file in enumerate(configs):
         cfg = load_config(config_file, args.opts, device)
         model = build_benchmark_model(cfg, seed=args.seed)
         params = count_parameters(model)
@@ -149,6 +150,8 @@ def run(args, device, configs):
                   f"{r['whole_click']['median_ms']:9.2f} ms   peak {r['peak_memory_mb']:9.1f} MB", flush=True)
         del model
         free_device_cache(device)
+        if save_partial is not None and k + 1 < len(configs):  # what is measured survives a time limit
+            save_partial(results)
     return results
 
 
@@ -209,17 +212,18 @@ def main(argv=None):
                 print("note: fp16 autocast on the CPU is slow on most CPUs; bf16 is the CPU half precision",
                       flush=True)
 
-    results = run(args, device, configs)
+    config = {
+        "configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
+        "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
+        "warmup": args.warmup, "statistic": "median", "weights": "random", "predictor": args.predictor,
+        "predictor_clicks_per_session": args.predictor_clicks, "compile": args.compile}
+    results = run(args, device, configs,
+                  lambda partial: save_report("inference", config, device, partial, args.output, complete=False))
     columns = list(TABLE_COLUMNS)
     if args.predictor:
         columns += [(f"add_click {n} ms", f"pred_{n}", ".2f") for n, _, _, _ in predictor_settings(args.compile)]
     print(format_table(table_rows(results), columns))
-    return save_report("inference", {
-        "configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
-        "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
-        "warmup": args.warmup, "statistic": "median", "weights": "random", "predictor": args.predictor,
-        "predictor_clicks_per_session": args.predictor_clicks, "compile": args.compile}, device, results, args.output)
-
+    return save_report("inference", config, device, results, args.output)
 
 if __name__ == "__main__":
     main()

@@ -61,6 +61,11 @@ def main(argv=None):
         cfg = cli_load_config(ap, config_file, opts, device)
         check_click_rounds(ap, args.click_rounds, cfg, config_file)
         cfgs.append((config_file, batch, cfg))
+    config = {
+        "runs": [{"config_file": c, "batch": b} for c, b in runs], "overrides": opts, "device": str(device),
+        "amp": args.amp, "iters": args.iters, "warmup": args.warmup, "click_rounds": args.click_rounds,
+        "statistic": "median", "weights": "random",
+        "data": "synthetic dataset images mapped once by ClickTrainingMapper, same batch every step"}
     results = []
     for config_file, batch, cfg in cfgs:
         for amp in args.amp:
@@ -70,6 +75,8 @@ def main(argv=None):
             results.append(row)
             print(f"{row['model']:28s} batch {batch:3d} amp {amp:4s} step {row['step']['median_ms']:10.1f} ms  "
                   f"{row['samples_per_s']:8.2f} samples/s  peak {row['step_peak_memory_mb']:9.1f} MB", flush=True)
+            if len(results) < len(cfgs) * len(args.amp):  # what is measured survives a time limit
+                save_report("train", config, device, results, args.output, complete=False)
 
     print(format_table([{"model": r["model"], "batch": r["batch"], "amp": r["amp"], "step": r["step"]["median_ms"],
                          "sps": r["samples_per_s"], "peak": r["step_peak_memory_mb"],
@@ -78,13 +85,7 @@ def main(argv=None):
                        [("model", "model", "s"), ("batch", "batch", "d"), ("amp", "amp", "s"),
                         ("step ms", "step", ".1f"), ("samples/s", "sps", ".2f"), ("peak MB", "peak", ".1f"),
                         ("click round ms", "round", ".1f"), ("samples/s incl. rounds", "exp", ".2f")]))
-    return save_report("train", {
-        "runs": [{"config_file": c, "batch": b} for c, b in runs], "overrides": opts, "device": str(device),
-        "amp": args.amp, "iters": args.iters, "warmup": args.warmup, "click_rounds": args.click_rounds,
-        "statistic": "median", "weights": "random",
-        "data": "synthetic dataset images mapped once by ClickTrainingMapper, same batch every step"},
-        device, results, args.output)
-
+    return save_report("train", config, device, results, args.output)
 
 if __name__ == "__main__":
     main()

@@ -171,7 +171,10 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: i
     ``warmup`` untimed rounds, then ``iters`` timed rounds; a round calls every callable once, each timed on
     its own (CUDA synchronised as in :func:`time_fn`), in an order rotated by one every round so that no
     callable always runs first or right after the same neighbour.  Returns ``{name: {"median_ms", "mean_ms",
-    "p10", "p90", "n", "times_ms"}}``; ``times_ms[k]`` is the time in round k (for :func:`paired_ratio`).
+    "p10", "p90", "n", "times_ms", "sys_ms", "minor_faults"}}``; ``times_ms[k]`` is the time in round k (for
+    :func:`paired_ratio`), ``sys_ms[k]`` / ``minor_faults[k]`` the process's system CPU time and minor page
+    faults during that call (getrusage): on the CPU, a training step that touches freshly mapped memory spends
+    seconds in the kernel, which these make visible.
     A run longer than :data:`PROGRESS_EVERY_S` prints progress lines on stderr, named by ``label`` (default:
     the callables' names).
     """
@@ -193,15 +196,21 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: i
         progress.round_done(False, k)
     synchronize(device)
     times = {name: [] for name in names}
+    kernel = {name: ([], []) for name in names}  # per call: system CPU ms, minor page faults
     for k in range(iters):
         for j in range(len(names)):
             name = names[(k + j) % len(names)]
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             fns[name]()
             synchronize(device)
             times[name].append((time.perf_counter() - start) * 1000.0)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            kernel[name][0].append((after.ru_stime - before.ru_stime) * 1000.0)
+            kernel[name][1].append(after.ru_minflt - before.ru_minflt)
         progress.round_done(True, k)
-    return {name: dict(_timing_stats(t), times_ms=t) for name, t in times.items()}
+    return {name: dict(_timing_stats(t), times_ms=t, sys_ms=kernel[name][0], minor_faults=kernel[name][1])
+            for name, t in times.items()}
 
 
 def paired_ratio(a: Dict[str, object], b: Dict[str, object]) -> float:
@@ -513,12 +522,15 @@ def free_device_cache(device) -> None:
         torch.cuda.empty_cache()
 
 
-def save_report(benchmark: str, config: dict, device, results, output: str) -> dict:
-    """Write ``{"benchmark", "config" (+ torch_threads), "run": run_info, "results"}`` as JSON; returns it."""
+def save_report(benchmark: str, config: dict, device, results, output: str, complete: bool = True) -> dict:
+    """Write ``{"benchmark", "complete", "config" (+ torch_threads), "run": run_info, "results"}`` as JSON
+    (atomically); returns it.  The tools also save after every finished model with ``complete=False``, so
+    that a run stopped by a time limit (a short GPU lease) keeps what it measured."""
     from adaptiveclick.utils.run_info import run_info, write_json
 
-    report = {"benchmark": benchmark, "config": dict(config, torch_threads=torch.get_num_threads()),
-              "run": run_info(device), "results": results}
+    report = {"benchmark": benchmark, "complete": bool(complete),
+              "config": dict(config, torch_threads=torch.get_num_threads()), "run": run_info(device),
+              "results": results}
     write_json(report, output)
     return report
 

@@ -9,9 +9,11 @@
 #   4. the operator benchmark (cuda vs pytorch)
 #   5. ours vs the official model per click, ViT-B and ViT-H, fp32 and bf16 (needs .official/)
 #   6. host synchronisation of the network and of a whole click (tools/check_cuda_sync.py)
-#   7. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32
+#   7. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32, all three
+#      resident and timed interleaved (peak memory from each alone first)
 #   8. ms per click of the predictor, eager and with compile=True (CUDA graphs)
-# A step that would not fit the time left is skipped and said so; a failing step does not stop the others.
+# A step that would not fit the time left is skipped and said so; a failing step does not stop the others; a
+# benchmark stopped by its limit leaves the JSON of the models it finished ("complete": false).
 # Writes to $OUT (at most 8 files come back): log.txt and one JSON per benchmark.  GPU_CHECK_DRY=1 runs the
 # steps on a machine without a GPU (to try the script itself: the CUDA steps then fail or skip).
 #
@@ -79,7 +81,7 @@ if [ -d .official ]; then
 fi
 run_step cuda_sync 45 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
 if [ -d .official ]; then
-  run_step official_train 110 "$PY" tools/benchmark_official.py --train --sizes base huge --device cuda \
+  run_step official_train 150 "$PY" tools/benchmark_official.py --train --sizes base huge --device cuda \
     --amp none bf16 --iters 5 --warmup 2 --click-rounds 1 --output "$OUT/official_train.json"
 else
   run_step train 110 "$PY" tools/benchmark_train.py --device cuda --iters 5 --warmup 2 --click-rounds 1 \
