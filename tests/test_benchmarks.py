@@ -280,6 +280,12 @@ def test_training_setups_are_timed_interleaved_with_their_throughput(monkeypatch
                                         "x")
 
 
+def test_prepare_train_step_rejects_an_unknown_amp():
+    cfg = bench.load_config(TINY, [], "cpu")
+    with pytest.raises(ValueError, match="amp must be one of .*'fp8'"):
+        bench.prepare_train_step(cfg, TINY, 1, "fp8", "cpu")
+
+
 def test_training_peak_memory_counts_the_steps_of_a_setup():
     kept, checks = [], []
 
