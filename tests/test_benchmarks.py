@@ -137,6 +137,7 @@ def test_time_fn_statistics_match_numpy(monkeypatch):
     out = bench.time_fn(fn, warmup=2, iters=5, device="cpu")
     assert calls["n"] == 7
     timed = np.array(durations[2:]) * 1000
+    assert set(out) == {"median_ms", "mean_ms", "p10", "p90", "n"}
     assert out["n"] == 5
     assert out["median_ms"] == pytest.approx(np.median(timed))
     assert out["mean_ms"] == pytest.approx(np.mean(timed))
