@@ -225,5 +225,6 @@ def main(argv=None):
     print(format_table(table_rows(results), columns))
     return save_report("inference", config, device, results, args.output)
 
+
 if __name__ == "__main__":
     main()

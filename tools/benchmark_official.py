@@ -398,5 +398,6 @@ def main(argv=None):
     print(train_table(results) if args.train else inference_table(results))
     return save_report(benchmark, config, device, results, args.output)
 
+
 if __name__ == "__main__":
     main()

@@ -87,5 +87,6 @@ def main(argv=None):
                         ("click round ms", "round", ".1f"), ("samples/s incl. rounds", "exp", ".2f")]))
     return save_report("train", config, device, results, args.output)
 
+
 if __name__ == "__main__":
     main()
