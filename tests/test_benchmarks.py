@@ -102,10 +102,12 @@ def _tiny_params(opts=()):
 
 
 def _load_tool(module_name):
-    """``tools/<module_name>.py`` imported as a module (its main() not run)."""
+    """``tools/<module_name>.py`` imported as a module (its main() not run); ``module_name`` may name a
+    subfolder (``device/prebuilt``)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"_bench_{module_name}", os.path.join(TOOLS, module_name + ".py"))
+    spec = importlib.util.spec_from_file_location(f"_bench_{module_name.replace('/', '_')}",
+                                                  os.path.join(TOOLS, module_name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -654,7 +656,8 @@ def test_bad_device_as_subprocess_exit_code(tmp_path):
 
 
 def _device_script_commands():
-    """(tool, argv) of every ``tools/<tool>.py`` call in tools/device/gpu_check.sh, "$OUT" replaced."""
+    """(tool, argv) of every ``tools/<tool>.py`` call in tools/device/gpu_check.sh, "$OUT" replaced; ``tool`` is
+    the path under tools/ without ``.py``."""
     import shlex
 
     with open(os.path.join(TOOLS, "device", "gpu_check.sh")) as f:
@@ -663,10 +666,15 @@ def _device_script_commands():
     for line in text.splitlines():
         if line.lstrip().startswith("#") or "tools/" not in line or ".py" not in line:
             continue
-        tokens = shlex.split(line.replace('"$OUT"', "/tmp/gpu_check_out").replace('"$PY"', "python"))
+        lexer = shlex.shlex(line.replace('"$OUT"', "/tmp/gpu_check_out").replace('"$PY"', "python"), posix=True,
+                            punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
         for i, tok in enumerate(tokens):
             if tok.startswith("tools/") and tok.endswith(".py"):
-                calls.append((os.path.splitext(os.path.basename(tok))[0], tokens[i + 1:]))
+                argv = tokens[i + 1:]
+                ends = [j for j, t in enumerate(argv) if t in (";", "&&", "||", "|", ">", ">>")]  # the command ends
+                calls.append((tok[len("tools/"):-len(".py")], argv[:ends[0]] if ends else argv))
     return calls
 
 
@@ -681,7 +689,7 @@ def test_device_script_commands_parse(monkeypatch):
 
     calls = _device_script_commands()
     assert {tool for tool, _ in calls} >= {"benchmark_msda", "benchmark_official", "check_cuda_sync",
-                                          "benchmark_inference", "benchmark_train"}
+                                          "benchmark_inference", "benchmark_train", "device/prebuilt"}
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):
@@ -700,3 +708,79 @@ def test_device_scripts_are_valid_bash():
     for name in ("gpu_check.sh", "fetch_wheels.sh"):
         proc = subprocess.run(["bash", "-n", os.path.join(TOOLS, "device", name)], capture_output=True, text=True)
         assert proc.returncode == 0, (name, proc.stderr)
+
+
+# -- the extension prebuilt for the GPU machine (tools/device/prebuilt.py) ------------------------------------
+
+
+def _prebuilt_case(tmp_path):
+    """(tool module, a copy of this source tree without libraries, a folder holding this tree's built library)."""
+    import shutil
+
+    from adaptiveclick.layers.ms_deform_attn import extension_status
+
+    if not extension_status()["cuda"]:
+        pytest.skip("needs adaptiveclick._C built with its CUDA kernel (the prebuilt check insists on it)")
+    import adaptiveclick._C as ext
+
+    root = tmp_path / "root"
+    shutil.copytree(os.path.join(ROOT, "adaptiveclick"), root / "adaptiveclick",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    shutil.copy(os.path.join(ROOT, "setup.py"), root / "setup.py")
+    folder = tmp_path / "prebuilt"
+    folder.mkdir()
+    shutil.copy(ext.__file__, folder / os.path.basename(ext.__file__))
+    return _load_tool("device/prebuilt"), root, folder
+
+
+def test_prebuilt_extension_installs_when_it_fits_and_works(tmp_path):
+    tool, root, folder = _prebuilt_case(tmp_path)
+    info = tool.stamp(str(folder), str(root))
+    assert info["torch"] == torch.__version__ and info["cuda"] == torch.version.cuda
+    assert info["python_tag"] == sys.implementation.cache_tag and info["sources_sha256"] == tool.sources_digest(str(root))
+    ok, message = tool.install(str(folder), str(root))
+    assert ok, message
+    target = root / "adaptiveclick" / info["library"]
+    assert target.read_bytes() == (folder / info["library"]).read_bytes()
+    assert "CPU kernel error" in message
+    assert not list((root / "adaptiveclick").glob("*.before_prebuilt"))
+
+
+def test_prebuilt_extension_refused_for_other_sources_or_torch(tmp_path):
+    tool, root, folder = _prebuilt_case(tmp_path)
+    info = tool.stamp(str(folder), str(root))
+    target = root / "adaptiveclick" / info["library"]
+    with open(root / "adaptiveclick" / "csrc" / "ms_deform_attn.h", "a") as f:
+        f.write("\n// changed\n")
+    ok, message = tool.install(str(folder), str(root))
+    assert not ok and "other sources" in message and not target.exists()
+    tool.stamp(str(folder), str(root))  # now the sources agree; the torch version does not
+    stamp_path = folder / tool.INFO_NAME
+    stamped = json.loads(stamp_path.read_text())
+    stamp_path.write_text(json.dumps(dict(stamped, torch="2.0.0+cu118")))
+    ok, message = tool.install(str(folder), str(root))
+    assert not ok and "torch '2.0.0+cu118'" in message and not target.exists()
+    stamp_path.write_text(json.dumps(dict(stamped, python_tag="cpython-39")))
+    ok, message = tool.install(str(folder), str(root))
+    assert not ok and "Python 'cpython-39'" in message
+    stamp_path.unlink()
+    ok, message = tool.install(str(folder), str(root))
+    assert not ok and tool.INFO_NAME in message
+
+
+def test_prebuilt_extension_that_does_not_load_is_removed_and_the_earlier_build_restored(tmp_path):
+    tool, root, folder = _prebuilt_case(tmp_path)
+    name = next(folder.glob("_C.*.so")).name
+    earlier = root / "adaptiveclick" / name
+    earlier.write_bytes((folder / name).read_bytes())  # a working earlier build in the tree
+    (folder / name).write_bytes(b"\x7fELF not really a library")
+    tool.stamp(str(folder), str(root))
+    ok, message = tool.install(str(folder), str(root))
+    assert not ok and "does not load" in message, message
+    assert earlier.read_bytes() != b"\x7fELF not really a library"  # the earlier library is back
+    assert not list((root / "adaptiveclick").glob("*.before_prebuilt"))
+    # the command line: exit 1 and the reason on stdout
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert tool.main(["install", str(folder), "--root", str(root)]) == 1
+    assert out.getvalue().startswith("[prebuilt] not used: it does not load")

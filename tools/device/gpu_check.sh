@@ -3,7 +3,9 @@
 # Python 3.12 with torch + CUDA, no network), in priority order, inside one deadline (default 560 s, under the
 # tool's 600 s per command; GPU_CHECK_SECONDS changes it):
 #   1. dependencies from the carried .wheels/ (tools/device/fetch_wheels.sh, run beforehand where pip works)
-#   2. the extension with its CUDA kernel (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0 for Hopper)
+#   2. the extension with its CUDA kernel: the one carried in .prebuilt/ (compiled by fetch_wheels.sh for this
+#      machine's Python and torch) if tools/device/prebuilt.py finds that it fits and works, else compiled here
+#      (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0 for Hopper; 1-2 minutes)
 #   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor,
 #      pinned training batches)
 #   4. the operator benchmark (cuda vs pytorch)
@@ -17,7 +19,7 @@
 # Writes to $OUT (at most 8 files come back): log.txt and one JSON per benchmark.  GPU_CHECK_DRY=1 runs the
 # steps on a machine without a GPU (to try the script itself: the CUDA steps then fail or skip).
 #
-#   device.run(command="bash tools/device/gpu_check.sh", carry=[".wheels", ".official"], timeout_s=600)
+#   device.run(command="bash tools/device/gpu_check.sh", carry=[".wheels", ".official", ".prebuilt"], timeout_s=600)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-output/device}"
@@ -69,8 +71,14 @@ case $? in
   *) echo "imports failed: stopping"; exit 1 ;;
 esac
 
-run_step build 240 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS=16 \
-  "$PY" setup.py -q build_ext --inplace
+# the extension compiled beforehand (fetch_wheels.sh), if it fits this Python/torch/sources and its kernels agree
+# with the reference here; else compile it
+if [ -d .prebuilt ] && "$PY" tools/device/prebuilt.py install .prebuilt; then
+  echo "=== [$(( $(date +%s) - T0 ))s] build: skipped, the carried .prebuilt/ is installed"
+else
+  run_step build 240 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS=16 \
+    "$PY" setup.py -q build_ext --inplace
+fi
 "$PY" -c "from adaptiveclick.layers.ms_deform_attn import extension_status as s; print('extension', s())"
 run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py \
   tests/test_engine.py

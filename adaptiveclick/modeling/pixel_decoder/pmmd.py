@@ -87,6 +87,8 @@ class DeformableEncoder(nn.Module):
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points, msda_impl)
             for _ in range(num_layers))
         self.num_levels = num_levels
+        # (level sizes, device) -> (spatial_shapes, level_start_index); a plain attribute, not in the state dict
+        self._index_cache = {}
         # Deformable DETR / Mask2Former init: xavier for every matrix, then the MSDA-specific init
         for p in self.parameters():
             if p.dim() > 1:
@@ -101,7 +103,7 @@ class DeformableEncoder(nn.Module):
         """``spatial_shapes`` and ``level_start_index`` for these level sizes, made once per (sizes, device) and
         reused, so that the operator's input check reads their values from the GPU only once (no host
         synchronisation in later forwards; see ``_INDEX_CACHE`` of the op)."""
-        cache = self.__dict__.setdefault("_index_cache", {})
+        cache = self._index_cache  # (torch 2.11's Dynamo breaks the graph on ``self.__dict__.setdefault``)
         key = (shapes, str(device))
         if key not in cache:
             if len(cache) >= 16:  # a handful of input sizes in practice; never grow without bound
