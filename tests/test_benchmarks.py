@@ -784,3 +784,12 @@ def test_prebuilt_extension_that_does_not_load_is_removed_and_the_earlier_build_
     with contextlib.redirect_stdout(out):
         assert tool.main(["install", str(folder), "--root", str(root)]) == 1
     assert out.getvalue().startswith("[prebuilt] not used: it does not load")
+
+
+def test_prebuilt_extension_check_that_hangs_is_given_up(tmp_path, monkeypatch):
+    tool, root, folder = _prebuilt_case(tmp_path)
+    info = tool.stamp(str(folder), str(root))
+    monkeypatch.setattr(tool, "CHECK_SECONDS", 0.05)  # far less than a Python start importing torch
+    ok, message = tool.install(str(folder), str(root))
+    assert not ok and message == "the check process did not finish in 0.05 s"
+    assert not (root / "adaptiveclick" / info["library"]).exists()

@@ -27,6 +27,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INFO_NAME = "BUILD_INFO.json"
+CHECK_SECONDS = 120
 
 # Run in a fresh interpreter with the checked tree first on sys.path; prints one JSON line.
 _CHECK = r"""
@@ -132,9 +133,15 @@ def install(folder, root=ROOT):
         os.replace(target, backup)
     shutil.copy2(lib, target)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    proc = subprocess.run([sys.executable, "-c", _CHECK], cwd=root, env=env, capture_output=True, text=True)
     result, problem = None, None
-    if proc.returncode != 0:
+    try:  # a CUDA initialisation that hangs must not eat the lease: gpu_check.sh then compiles instead
+        proc = subprocess.run([sys.executable, "-c", _CHECK], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=CHECK_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc = None
+    if proc is None:
+        problem = f"the check process did not finish in {CHECK_SECONDS} s"
+    elif proc.returncode != 0:
         problem = f"the check process failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}"
     else:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
