@@ -705,7 +705,7 @@ def test_device_script_commands_parse(monkeypatch):
 
 
 def test_device_scripts_are_valid_bash():
-    for name in ("gpu_check.sh", "fetch_wheels.sh", "rehearse.sh"):
+    for name in ("gpu_check.sh", "fetch_wheels.sh", "rehearse.sh", "device_venv.sh"):
         proc = subprocess.run(["bash", "-n", os.path.join(TOOLS, "device", name)], capture_output=True, text=True)
         assert proc.returncode == 0, (name, proc.stderr)
 

@@ -6,8 +6,7 @@
 #   .official/  a copy of the official checkout (ADAPTIVECLICK_OFFICIAL_ROOT, default /tmp/official_adaptiveclick)
 #               without its .git and assets, for the side-by-side benchmarks
 #   .prebuilt/  adaptiveclick._C with its CUDA kernel for Hopper, compiled here for that machine's Python and torch
-#               (DEVICE_PYTHON, default python3.12; DEVICE_TORCH, default 2.11.0, the CUDA build; in a virtual
-#               environment at DEVICE_VENV, default /tmp/adaptiveclick_device_venv, made once), so that gpu_check.sh
+#               (in the virtual environment of tools/device/device_venv.sh, made once), so that gpu_check.sh
 #               does not spend device time compiling (tools/device/prebuilt.py checks it there; it compiles
 #               if the library does not fit or fails). PREBUILD=0 skips this part (about 5 minutes the first time).
 # All three folders are git-ignored; name them in the device call's `carry`.
@@ -44,16 +43,11 @@ else
   echo "[fetch] no official checkout at $OFFICIAL: the side-by-side benchmarks will be skipped there" >&2
 fi
 
+. "$ROOT/tools/device/device_venv.sh"
 prebuild() {
-  local py venv vpy tmp
-  py="$(command -v "${DEVICE_PYTHON:-python3.12}")" || { echo "[fetch] no ${DEVICE_PYTHON:-python3.12}: no .prebuilt/" >&2; return 1; }
+  local vpy tmp
   command -v nvcc >/dev/null || { echo "[fetch] no nvcc: no .prebuilt/" >&2; return 1; }
-  venv="${DEVICE_VENV:-/tmp/adaptiveclick_device_venv}"
-  vpy="$venv/bin/python"
-  if ! "$vpy" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '${DEVICE_TORCH:-2.11.0}')" 2>/dev/null; then
-    "$py" -m venv "$venv" && "$vpy" -m pip install -q --disable-pip-version-check "torch==${DEVICE_TORCH:-2.11.0}" \
-      setuptools numpy || return 1
-  fi
+  vpy="$(device_venv setuptools numpy)" || return 1
   tmp="$(mktemp -d)"
   (cd "$ROOT" && tar --exclude='*.so' --exclude=__pycache__ -cf - setup.py README.md adaptiveclick) | (cd "$tmp" && tar -xf -)
   (cd "$tmp" && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" "$vpy" setup.py -q build_ext --inplace) \
