@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The compiled extension (``adaptiveclick._C``) built here for the lent GPU machine and carried there.
 
-Compiling the CUDA kernel is the longest step of ``tools/device/gpu_check.sh`` (about 3 minutes of nvcc on 2
-cores here, 1–2 minutes there) and device time is what a lease is short of, so ``tools/device/fetch_wheels.sh``
+Compiling the CUDA kernel is the longest set-up step of ``tools/device/gpu_check.sh`` (about 3 minutes of nvcc
+on 2 cores here; not timed there) and device time is what a lease is short of, so ``tools/device/fetch_wheels.sh``
 builds it beforehand, here, in a virtual environment with that machine's Python and torch, into ``.prebuilt/``.
 There, ``gpu_check.sh`` installs it only if it fits and works, and compiles otherwise:
 
