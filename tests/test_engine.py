@@ -1,6 +1,7 @@
 """Tests of adaptiveclick.engine: click rounds, the training step, optimizer/schedule, atomic checkpoints,
 non-finite losses, resume, and the example picture.  Models are stubs or the tiny AdaptiveClick at 64 px."""
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -18,7 +19,7 @@ from adaptiveclick.clicks import Click
 from adaptiveclick.config import add_adaptiveclick_config
 from adaptiveclick.engine import (AtomicCheckpointer, ClickTrainer, IterativeClickTrainer, add_training_clicks,
                                   atomic_write, build_optimizer, clip_gradients, draw_example, lr_factor_function,
-                                  run_example_session, training_iou, vit_layer_id)
+                                  random_init_warning, run_example_session, training_iou, vit_layer_id)
 from adaptiveclick.evaluation import NoCProtocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -387,6 +388,20 @@ def test_non_finite_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path)
     assert not (tmp_path / "model_final.pth").exists() and not (tmp_path / "noc").exists()
     saved = torch.load(tmp_path / "model_0000002.pth", weights_only=False)
     assert saved["iteration"] == 2 and torch.equal(saved["model"]["w"], model.w.detach())
+
+
+def test_training_a_vit_from_random_weights_is_warned_about(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path)
+    assert not cfg.MODEL.WEIGHTS and not cfg.MODEL.VIT.PRETRAINED
+    assert "MODEL.VIT.PRETRAINED" in random_init_warning(cfg, resumed=False)
+    assert random_init_warning(cfg, resumed=True) is None
+    assert random_init_warning(tiny_cfg(tmp_path, "MODEL.VIT.PRETRAINED", "mae.pth"), resumed=False) is None
+    assert random_init_warning(tiny_cfg(tmp_path, "MODEL.WEIGHTS", "model.pth"), resumed=False) is None
+    model = ToyModel()
+    cls = _stub_trainer(lambda: model, [make_sample(rect(16, 16, 2, 9, 2, 9), [(5, 5, 1)])])
+    with caplog.at_level(logging.WARNING, logger="adaptiveclick.engine.trainer"):
+        cls(cfg).resume_or_load(resume=False)
+    assert any("trains from random initialisation" in r.getMessage() for r in caplog.records)
 
 
 def _fixed_batch(size=64):

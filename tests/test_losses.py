@@ -238,6 +238,20 @@ def test_no_masks_gives_zero_loss_and_gradient(name):
     assert loss.item() == 0.0 and x.grad is not None and x.grad.shape == (0, 16)
 
 
+@pytest.mark.parametrize("name", [n for n in ALL if n != "soft_iou"])
+def test_a_mask_of_no_points_gives_zero_loss_not_nan(name):
+    # the baseline's crop with every pixel ignored: isegm divides by (count + eps) and gets 0 (soft IoU: 1, below)
+    x = torch.zeros(1, 0, requires_grad=True)
+    loss = getattr(L, name)(x, torch.zeros(1, 0), 1)
+    loss.backward()
+    assert loss.item() == 0.0 and x.grad.shape == (1, 0)
+
+
+def test_soft_iou_of_no_points_is_one_as_isegm():
+    # isegm SoftIoU: 1 - sum(p*y) / (sum(max(p, y)) + eps) = 1 - 0 / eps
+    assert L.soft_iou(torch.zeros(1, 0), torch.zeros(1, 0), 1).item() == 1.0
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ALL)
 def test_half_inputs_computed_in_fp32(name, dtype):

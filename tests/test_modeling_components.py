@@ -133,7 +133,7 @@ def _bce(x, y):
 
 
 def _afl_cost_loop(x, y, eps_t=0.5, g0=2.0, delta=0.4, alpha=1.0, eps=1e-12):
-    """model.md §5.2 written out pair by pair in plain Python."""
+    """model.md §5.2 written out pair by pair in plain Python (foreground count: cells > 0.5, official L99-101)."""
     n_q, n_t, n_p = x.shape[0], y.shape[0], x.shape[1]
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     gam, bb, ee = np.zeros((n_q, n_t)), np.zeros((n_q, n_t)), np.zeros((n_q, n_t))
@@ -142,7 +142,7 @@ def _afl_cost_loop(x, y, eps_t=0.5, g0=2.0, delta=0.4, alpha=1.0, eps=1e-12):
             s_pos = sum(sig(x[n, i]) * y[m, i] for i in range(n_p))
             s_neg = sum((1 - sig(x[n, i])) * (1 - y[m, i]) for i in range(n_p))
             pbar = (s_pos + s_neg) / n_p
-            gam[n, m] = g0 + 1 - s_pos / (sum(y[m]) + eps)
+            gam[n, m] = g0 + 1 - s_pos / (sum(1 for v in y[m] if v > 0.5) + eps)
             bb[n, m] = (1 - pbar) ** gam[n, m]
             ee[n, m] = sum(eps_t * y[m, i] * _bce(x[n, i], 1) + (1 - eps_t) * (1 - y[m, i]) * _bce(x[n, i], 0)
                            for i in range(n_p))
@@ -171,6 +171,20 @@ def test_pairwise_costs_match_per_pair_loops():
     focal = np.array([[np.mean(at(m) * (1 - pt(n, m)) ** 2 * np.array([_bce(xn[n, i], yn[m, i]) for i in range(12)]))
                        for m in range(3)] for n in range(4)])
     np.testing.assert_allclose(pairwise_focal_cost(x, y).numpy(), focal, rtol=1e-10)
+    # alpha < 0 switches the alpha weighting off (Mask2Former's rule), it does not weight by a negative alpha
+    no_alpha = np.array([[np.mean((1 - pt(n, m)) ** 2 * np.array([_bce(xn[n, i], yn[m, i]) for i in range(12)]))
+                          for m in range(3)] for n in range(4)])
+    np.testing.assert_allclose(pairwise_focal_cost(x, y, alpha=-1).numpy(), no_alpha, rtol=1e-10)
+    assert (pairwise_focal_cost(x, y, alpha=-1) > 0).all()
+
+
+def test_pairwise_afl_cost_counts_foreground_cells_of_soft_targets():
+    # point-sampled targets are soft: the adaptive gamma divides by the number of cells > 0.5, not their sum
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 10, generator=g, dtype=torch.float64)
+    y = torch.rand(2, 10, generator=g, dtype=torch.float64)
+    np.testing.assert_allclose(pairwise_afl_cost(x, y).numpy(), _afl_cost_loop(x.numpy(), y.numpy()), rtol=1e-10)
+    assert not np.allclose((y > 0.5).sum(-1).numpy(), y.sum(-1).numpy())  # the case tells the two counts apart
 
 
 def _brute_force_min_cost(cost):

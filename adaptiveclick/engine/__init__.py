@@ -13,10 +13,11 @@ from .defaults import setup_cfg
 from .example import draw_example, run_example_session, write_example_figure
 from .solver import CLIP_TYPES, OPTIMIZERS, build_optimizer, clip_gradients, lr_factor_function, vit_layer_id
 from .trainer import (AMP_DTYPES, ClickTrainer, IterativeClickTrainer, NoCEvalHook, add_training_clicks,
-                      training_iou, unwrap_model)
+                      random_init_warning, training_iou, unwrap_model)
 
 __all__ = [
     "ClickTrainer", "IterativeClickTrainer", "NoCEvalHook", "add_training_clicks", "training_iou", "unwrap_model",
+    "random_init_warning",
     "AMP_DTYPES", "build_optimizer", "clip_gradients", "lr_factor_function", "vit_layer_id", "OPTIMIZERS",
     "CLIP_TYPES", "AtomicCheckpointer", "CheckpointError", "atomic_write", "write_example_figure", "run_example_session",
     "draw_example", "setup_cfg",

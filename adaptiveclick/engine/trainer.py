@@ -117,6 +117,18 @@ def training_iou(batched_inputs: Sequence[dict], probs: Sequence[torch.Tensor],
     return float(np.mean(ious)) if ious else None
 
 
+def random_init_warning(cfg, resumed: bool) -> Optional[str]:
+    """The warning for a training run whose ViT starts from random weights (None when it does not): the paper's
+    recipe starts from MAE ImageNet-1k weights (model.md §6.3), and the shipped SBD / COCO+LVIS configs leave
+    ``MODEL.VIT.PRETRAINED`` empty because the file is local to each user."""
+    if resumed or cfg.MODEL.WEIGHTS or cfg.MODEL.VIT.PRETRAINED:
+        return None
+    return ("MODEL.VIT.PRETRAINED and MODEL.WEIGHTS are both empty: the ViT trains from random initialisation. "
+            "The paper's recipe starts from MAE ImageNet-1k weights: pass MODEL.VIT.PRETRAINED "
+            "path/to/mae_pretrain_vit_{base,large,huge}.pth (README, 'Pretrained weights'); fine for the synthetic "
+            "quick start.")
+
+
 def _num_clicks(sample: dict) -> int:
     clicks = sample["clicks"]
     return int(((clicks[:, 0] >= 0) & (clicks[:, 1] >= 0)).sum())
@@ -324,6 +336,13 @@ class ClickTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True):
+        """detectron2's, then a warning when the ViT starts from random weights (:func:`random_init_warning`)."""
+        super().resume_or_load(resume=resume)
+        message = random_init_warning(self.cfg, resumed=self.start_iter > 0)
+        if message and comm.is_main_process():
+            logger.warning(message)
 
     @staticmethod
     def wrap_ddp(cfg, model: torch.nn.Module) -> torch.nn.Module:

@@ -41,9 +41,11 @@ def prepare(logits, targets, name):
 
 
 def reduce_map(loss_map, logits, num_masks, name):
-    """``sum over rows of mean over points of loss_map / num_masks``; zero (with a gradient) for no rows."""
+    """``sum over rows of mean over points of loss_map / num_masks``; zero (with a gradient) for no rows, and
+    for rows of no points (a crop whose pixels are all ignored): the isegm losses divide their sums by
+    ``count + eps`` and give 0 there, where a plain mean would give NaN."""
     check_num_masks(num_masks, loss_map.shape[0], name)
-    if loss_map.shape[0] == 0:
+    if loss_map.shape[0] == 0 or loss_map.shape[1] == 0:
         return empty_loss(logits)
     return reduce_rows(loss_map.mean(1), num_masks)
 

@@ -44,12 +44,16 @@ def pairwise_bce_cost(logits, targets):
 
 
 def pairwise_focal_cost(logits, targets, alpha=0.25, gamma=2.0):
-    """(N, P), (M, P) -> (N, M) mean sigmoid focal loss (Lin et al. 2017)."""
+    """(N, P), (M, P) -> (N, M) mean sigmoid focal loss (Lin et al. 2017); alpha < 0 = no alpha weighting
+    (as Mask2Former's batch_sigmoid_focal_loss and our zoo.focal)."""
     p = logits.sigmoid()
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    pos = alpha * (1 - p) ** gamma * pos
-    neg = (1 - alpha) * p ** gamma * neg
+    pos = (1 - p) ** gamma * pos
+    neg = p ** gamma * neg
+    if alpha >= 0:
+        pos = alpha * pos
+        neg = (1 - alpha) * neg
     return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[1]
 
 
@@ -60,7 +64,9 @@ def pairwise_afl_cost(logits, targets, epsilon=0.5, gamma=2.0, delta=0.4, alpha=
     s_pos = p @ targets.T
     s_neg = (1 - p) @ (1 - targets).T
     p_bar = (s_pos + s_neg) / num_cells
-    gamma_nm = gamma + 1 - s_pos / (targets.sum(-1)[None, :] + eps)
+    # the foreground count is of target cells > 0.5 (official matcher.py L99-101), not the sum of the targets:
+    # the two differ for soft point-sampled targets (num_points > 0)
+    gamma_nm = gamma + 1 - s_pos / ((targets > 0.5).sum(-1).to(p.dtype)[None, :] + eps)
     b = (1 - p_bar) ** gamma_nm
     w = num_targets / ((1 + delta * gamma_nm) * b.sum(-1, keepdim=True) + eps)
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
