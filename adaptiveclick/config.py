@@ -288,6 +288,9 @@ def _add_datasets_config(cfg):
     # PascalVOC object labels: "grey" (official: palette colours converted to grey, void 220; instances with
     # palette indices 1/16, 3/18, 6/21, 9/24 merge) or "index" (palette indices, void 255; protocol.md A.8).
     cfg.DATASETS.PASCALVOC_LABELS = "grey"
+    # ssTEM objects: the 8- or 4-connected components of the mitochondria mask.  8 is what the official loader
+    # computes (it means 4, but passes it where OpenCV expects the labels output; folders.SSTEM_CONNECTIVITY).
+    cfg.DATASETS.SSTEM_CONNECTIVITY = 8
     # Built-in synthetic dataset "synthetic_train" / "synthetic_val" (procedural images, no download);
     # register_synthetic_from_config(cfg) re-registers both with these values.
     cfg.DATASETS.SYNTHETIC = CN()

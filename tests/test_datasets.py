@@ -296,21 +296,27 @@ def test_sstem_connected_components(tmp_path, names):
     root = tmp_path / "ssTEM"
     label = np.zeros((H, W), dtype=np.uint8)
     label[rect(2, 5, 2, 5)] = 255
-    label[rect(6, 9, 6, 9)] = 255  # touches the first square only diagonally: a separate 4-component
+    label[rect(6, 9, 6, 9)] = 255  # touches the first square only diagonally: one 8-component, two 4-components
     label[rect(2, 20, 20, 22) | rect(18, 20, 20, 35) | rect(2, 20, 33, 35)] = 90  # a U: one component
     label[28, 0] = 1
     write_grey(str(root / "mitochondria" / "slice01.png"), label)
     os.makedirs(root / "raw")
     Image.fromarray(np.full((H, W), 120, dtype=np.uint8)).save(root / "raw" / "slice01.tif")
     write_grey(str(root / "mitochondria" / "notes.png"), label)  # a mask without image is ignored
-    names.append("test_sstem")
-    register_folder_dataset("test_sstem", "sstem", str(root))
-    (d,) = DatasetCatalog.get("test_sstem")
-    masks, _ = load_instance_masks(d)
-    reference, count = scipy.ndimage.label(label > 0, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])
-    assert count == 4 and len(masks) == 4
-    for i, m in enumerate(masks):  # both label components in raster order of their first pixel
-        np.testing.assert_array_equal(m, reference == i + 1)
+    # default 8: what the official loader computes (its connectivity=4 lands in cv2's labels argument)
+    for name, options, structure, count in (
+            ("test_sstem", {}, np.ones((3, 3)), 3),
+            ("test_sstem4", {"connectivity": 4}, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], 4)):
+        names.append(name)
+        register_folder_dataset(name, "sstem", str(root), **options)
+        (d,) = DatasetCatalog.get(name)
+        masks, _ = load_instance_masks(d)
+        reference, n = scipy.ndimage.label(label > 0, structure=structure)
+        assert n == count and len(masks) == count
+        for i, m in enumerate(masks):  # components in raster order of their first pixel
+            np.testing.assert_array_equal(m, reference == i + 1)
+    with pytest.raises(ValueError, match="connectivity must be 4 or 8"):
+        register_folder_dataset("test_sstem6", "sstem", str(root), connectivity=6)
 
 
 def test_brats_and_oaizib(tmp_path, names, caplog):
@@ -554,6 +560,10 @@ def test_root_from_the_environment_and_from_the_config(tmp_path, builtin_restore
     assert cfg.DATASETS.ROOT == "" and cfg.DATASETS.PASCALVOC_LABELS == "grey"
     cfg.DATASETS.ROOT = str(tmp_path / "cfg")
     cfg.DATASETS.PASCALVOC_LABELS = "index"
+    cfg.DATASETS.SSTEM_CONNECTIVITY = 5
+    with pytest.raises(ValueError, match="ssTEM connectivity must be 4 or 8, got 5"):
+        register_datasets_from_config(cfg)
+    cfg.DATASETS.SSTEM_CONNECTIVITY = 4
     cfg.DATASETS.SYNTHETIC.CACHE_DIR = str(tmp_path / "cache")
     grabcut_fixture(str(tmp_path / "cfg" / "Berkeley"), "images", "masks")
     assert register_datasets_from_config(cfg) == str(tmp_path / "cfg")

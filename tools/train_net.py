@@ -32,7 +32,7 @@ def main(args):
     from adaptiveclick.data.datasets import register_datasets_from_config
 
     # the built-in names are registered on import with the defaults; re-register them with this config's
-    # DATASETS.ROOT / PASCALVOC_LABELS / SYNTHETIC.*
+    # DATASETS.ROOT / PASCALVOC_LABELS / SSTEM_CONNECTIVITY / SYNTHETIC.*
     register_datasets_from_config(cfg)
     if args.eval_only:
         model = ClickTrainer.build_model(cfg)

@@ -11,7 +11,7 @@ berkeley           Berkeley                               100 images
 davis              DAVIS                                  345 frames (large zoom-in)
 pascalvoc_val      PascalVOC                              1449 images, 3417 instances, void ignored
 coco_mval          COCO_MVal                              800 images
-sstem              ssTEM                                  connected components of the mitochondria
+sstem              ssTEM                                  8-connected components of the mitochondria
 brats              BraTS20                                one tumour object per slice
 oaizib             OAI-ZIB/iseg_slices                    femoral / tibial cartilage per slice
 synthetic_train    cache (no download)                    DATASETS.SYNTHETIC.NUM_TRAIN images
@@ -27,7 +27,7 @@ from typing import Optional
 
 from .cocolvis import COCOLVIS_SUBDIR, register_cocolvis
 from .common import datasets_root
-from .folders import FOLDER_LAYOUTS, register_folder_dataset
+from .folders import FOLDER_LAYOUTS, SSTEM_CONNECTIVITY, register_folder_dataset
 from .pascalvoc import PASCALVOC_SUBDIR, register_pascalvoc
 from .sbd import SBD_SUBDIR, register_sbd
 from .synthetic import SYNTHETIC_NAMES, register_synthetic_from_config
@@ -40,7 +40,8 @@ _FOLDER_NAMES = ("grabcut", "berkeley", "davis", "coco_mval", "sstem", "brats", 
 BUILTIN_DATASETS = ("sbd_train", "sbd_val", "cocolvis_train", "pascalvoc_val") + _FOLDER_NAMES + SYNTHETIC_NAMES
 
 
-def register_builtin_datasets(root: Optional[str] = None, pascalvoc_labels: str = "grey") -> str:
+def register_builtin_datasets(root: Optional[str] = None, pascalvoc_labels: str = "grey",
+                              sstem_connectivity: int = SSTEM_CONNECTIVITY) -> str:
     """(Re-)register the real datasets (not the synthetic ones) under ``root`` (None: $ADAPTIVECLICK_DATASETS
     or ./datasets); returns the resolved root."""
     root = datasets_root(root)
@@ -49,14 +50,16 @@ def register_builtin_datasets(root: Optional[str] = None, pascalvoc_labels: str 
     register_cocolvis("cocolvis_train", os.path.join(root, COCOLVIS_SUBDIR))
     register_pascalvoc("pascalvoc_val", os.path.join(root, PASCALVOC_SUBDIR), labels=pascalvoc_labels)
     for name in _FOLDER_NAMES:
-        register_folder_dataset(name, name, os.path.join(root, FOLDER_LAYOUTS[name].subdir))
+        options = {"connectivity": sstem_connectivity} if name == "sstem" else {}
+        register_folder_dataset(name, name, os.path.join(root, FOLDER_LAYOUTS[name].subdir), **options)
     return root
 
 
 def register_datasets_from_config(cfg) -> str:
-    """(Re-)register every built-in name from ``cfg.DATASETS`` (ROOT, PASCALVOC_LABELS, SYNTHETIC.*); returns
-    the resolved datasets root."""
-    root = register_builtin_datasets(cfg.DATASETS.ROOT or None, cfg.DATASETS.PASCALVOC_LABELS)
+    """(Re-)register every built-in name from ``cfg.DATASETS`` (ROOT, PASCALVOC_LABELS, SSTEM_CONNECTIVITY,
+    SYNTHETIC.*); returns the resolved datasets root."""
+    root = register_builtin_datasets(cfg.DATASETS.ROOT or None, cfg.DATASETS.PASCALVOC_LABELS,
+                                     cfg.DATASETS.SSTEM_CONNECTIVITY)
     register_synthetic_from_config(cfg)
     return root
 

@@ -2,11 +2,12 @@
 
 Loaded with detectron2's ``load_coco_json`` (category ids mapped to contiguous ids, ``thing_classes`` set in
 the metadata).  Each non-crowd annotation is an object; crowd regions (``iscrowd: 1``) become the dict's
-``"ignore"`` region (their union), excluded from the loss and from IoU.
+``"ignore"`` region (their union): excluded from IoU and from the clicks (and from the SimpleClick-style
+baseline's loss; AdaptiveClick's criterion does not read it, datasets/README.md).
 """
 
 import os
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 from detectron2.data.datasets import load_coco_json
