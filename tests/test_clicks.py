@@ -420,6 +420,36 @@ def test_sampler_negative_strategies_with_other_object():
     assert in_other / total == pytest.approx((p_a + p_b) / 2, abs=0.04)
 
 
+def test_sampler_labelled_pixels_of_left_out_objects():
+    # RITM keeps the pixels of objects removed by min_object_area as non-background (remove_small_objects drops
+    # only their entries): with A and B sampled and a small C left out, "other" negatives may land on C
+    masks = scene()
+    c = box((40, 40), (1, 3), (30, 32))  # 9 px, touching neither A, B nor their rings
+    labelled = masks[0] | masks[1] | c
+    sampler = MultiPointSampler(merge_objects_prob=0.0)
+    rng = np.random.default_rng(5)
+    on_c = total = 0
+    for _ in range(1500):
+        s = sampler.sample(masks, rng, labelled=labelled)
+        on_c += sum(bool(c[k.row, k.col]) for k in s.negatives)
+        total += len(s.negatives)
+    # "other" (0.4) draws from (other object | C), bg (0.1) from the 1200 / 1552 non-target pixels
+    p_a = 0.4 * 9 / (48 + 9) + 0.1 * 9 / 1200
+    p_b = 0.4 * 9 / (400 + 9) + 0.1 * 9 / 1552
+    assert on_c / total == pytest.approx((p_a + p_b) / 2, abs=0.015)
+    assert on_c > 0
+    # without labelled (the default: the union of masks) no negative is ever drawn there by "other"
+    rng = np.random.default_rng(5)
+    on_c_default = sum(sum(bool(c[k.row, k.col]) for k in sampler.sample(masks, rng).negatives) for _ in range(1500))
+    assert on_c_default < on_c / 3
+    # an empty sample draws its negatives from the background, off every labelled object
+    for _ in range(50):
+        s = sampler.sample(np.zeros((0, 40, 40), bool), rng, labelled=labelled)
+        assert not any(labelled[k.row, k.col] for k in s.negatives)
+    with pytest.raises(ValueError, match="labelled must cover every object"):
+        sampler.sample(masks, rng, labelled=masks[0])
+
+
 def test_sampler_merging():
     masks = scene()
     sampler = MultiPointSampler()

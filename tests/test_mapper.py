@@ -224,6 +224,21 @@ def test_min_object_area_and_empty_samples(tmp_path):
     assert not any(c.is_positive for c in clicks)
     out = ClickTrainingMapper(**IDENTITY_AUG, min_object_area=9, seed=0)(d)
     np.testing.assert_array_equal(out["gt_mask"].numpy().astype(bool), small)
+    # an object below min_object_area stays labelled for the sampler (RITM keeps its pixels non-background)
+    big = rect((5, 30), (5, 30))
+    mapper = ClickTrainingMapper(**IDENTITY_AUG, seed=0)
+    seen = {}
+    real_sample = mapper.sampler.sample
+
+    def spy(masks, rng, ignore=None, labelled=None):
+        seen.update(masks=masks, labelled=labelled)
+        return real_sample(masks, rng, ignore=ignore, labelled=labelled)
+
+    mapper.sampler.sample = spy
+    mapper(make_dict(tmp_path, [big, small], name="two"))
+    assert len(seen["masks"]) == 1
+    np.testing.assert_array_equal(seen["masks"][0], big)
+    np.testing.assert_array_equal(seen["labelled"], big | small)
     # no annotation at all: an empty sample, negatives anywhere
     d = make_dict(tmp_path, [], name="empty")
     check_sample(ClickTrainingMapper(crop_size=(64, 64), seed=0)(d), (64, 64))

@@ -13,7 +13,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .click import Click, as_optional_mask, check_rng, training_click_array
+from .click import Click, as_mask, as_optional_mask, check_rng, training_click_array
 
 __all__ = ["MultiPointSampler", "SampledClicks", "positive_count_probs", "negative_count_probs",
            "border_width", "NEGATIVE_STRATEGIES"]
@@ -143,8 +143,8 @@ class MultiPointSampler:
 
     # -- sampling -----------------------------------------------------------------------------------------
 
-    def sample(self, masks: np.ndarray, rng: np.random.Generator, ignore: Optional[np.ndarray] = None
-               ) -> SampledClicks:
+    def sample(self, masks: np.ndarray, rng: np.random.Generator, ignore: Optional[np.ndarray] = None,
+               labelled: Optional[np.ndarray] = None) -> SampledClicks:
         """Choose the target and sample its initial clicks.
 
         Args:
@@ -153,6 +153,11 @@ class MultiPointSampler:
             rng: the random generator.
             ignore: optional (H, W) bool map; no click is placed on an ignored pixel (an addition: the
                 official training data has no ignored pixels).
+            labelled: optional (H, W) bool map of every pixel that belongs to some object, also to objects
+                left out of ``masks`` (those below the minimum area); default: the union of ``masks``.  Such
+                objects stay non-background, as RITM's ``remove_small_objects`` only drops their entries:
+                the "other" negatives may land on them, and an empty sample's negatives avoid them
+                (RITM ``DSample.get_background_mask``).
         """
         rng = check_rng(rng)
         masks = np.asarray(masks)
@@ -164,19 +169,27 @@ class MultiPointSampler:
         allowed = ~as_optional_mask(ignore, "ignore", (height, width))
         if num_objects and not masks.reshape(num_objects, -1).any(axis=1).all():
             raise ValueError("every object mask must be non-empty (drop empty objects before sampling)")
+        union = np.logical_or.reduce(masks, axis=0) if num_objects else np.zeros((height, width), dtype=bool)
+        if labelled is None:
+            labelled = union
+        else:
+            labelled = as_mask(labelled, "labelled", (height, width))
+            if (union & ~labelled).any():
+                raise ValueError("labelled must cover every object of masks")
 
         if num_objects == 0:
             target = np.zeros((height, width), dtype=bool)
             object_ids: Tuple[int, ...] = ()
             positives: List[Click] = []
-            regions = [allowed] * len(NEGATIVE_STRATEGIES)  # every strategy draws from the whole image
+            # every strategy draws from the background (the whole image when nothing is labelled)
+            regions = [~labelled & allowed] * len(NEGATIVE_STRATEGIES)
         else:
             object_ids = self.choose_objects(num_objects, rng)
             target = np.logical_or.reduce(masks[list(object_ids)], axis=0)
             positives = self._sample_positives([masks[i] for i in object_ids], allowed, rng)
             bg = ~target
             if num_objects > len(object_ids):
-                other = np.logical_or.reduce(masks, axis=0) & ~target
+                other = labelled & ~target
             else:
                 other = bg
             regions = [bg & allowed, other & allowed, self.border_region(target) & allowed]

@@ -378,11 +378,13 @@ class ClickTrainingMapper(DatasetMapper):
         else:
             out_layers = np.stack(layers).astype(bool)
         object_masks, ignore_mask = out_layers[:num_objects], out_layers[num_objects]
-        # B.1.1-2: drop vanished objects, then objects below min_object_area
+        # B.1.1-2: drop vanished objects, then objects below min_object_area; the small ones stay labelled
+        # (not background), as RITM's remove_small_objects drops only their entries
+        labelled = object_masks.any(axis=0)
         areas = object_masks.sum(axis=(1, 2))
         object_masks = object_masks[(areas > 0) & (areas >= self.min_object_area)]
 
-        sampled = self.sampler.sample(object_masks, rng, ignore=ignore_mask)
+        sampled = self.sampler.sample(object_masks, rng, ignore=ignore_mask, labelled=labelled)
         out_h, out_w = image.shape[:2]
         return {
             "file_name": dataset_dict["file_name"],
