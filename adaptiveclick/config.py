@@ -355,6 +355,10 @@ def _add_trainer_config(cfg):
     # the model's host-to-device copies (non_blocking) overlap with the GPU's work (issue 10's data-loading
     # lever); ignored on the CPU.  Workers: DATALOADER.NUM_WORKERS (detectron2 key, default 4 per process).
     cfg.DATALOADER.PIN_MEMORY = True
+    # detectron2 key, default changed: images without objects (SBD images whose every object fails the
+    # box-fill filter, COCO+LVIS images of stuff only) stay in training as background samples, as in RITM /
+    # the official code, where they reach the sampler and become empty samples (no positive click).
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
 
 
 def add_adaptiveclick_config(cfg):

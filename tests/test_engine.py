@@ -601,6 +601,31 @@ def test_train_loader_gets_the_pin_memory_setting(tmp_path, monkeypatch):
     assert seen["pin_memory"] is True
 
 
+def test_training_loader_keeps_images_without_objects(tmp_path):
+    # RITM / official: an image whose objects were all filtered out is still drawn, as a background sample
+    from detectron2.data import DatasetCatalog
+
+    name = "test_engine_empty_images"
+    from adaptiveclick.data.datasets.common import make_annotation
+
+    dicts = []
+    for stem, objects in (("with", [rect(16, 16, 2, 9, 2, 9)]), ("without", [])):
+        Image.fromarray(np.full((16, 16, 3), 100, dtype=np.uint8)).save(tmp_path / f"{stem}.png")
+        dicts.append({"file_name": str(tmp_path / f"{stem}.png"), "height": 16, "width": 16, "image_id": stem,
+                      "annotations": [make_annotation(m.astype(bool)) for m in objects]})
+    DatasetCatalog.register(name, lambda: dicts)
+    try:
+        cfg = tiny_cfg(tmp_path, "DATASETS.TRAIN", (name,), "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 8,
+                       "INPUT.AUG.CROP_SIZE", [16, 16])
+        assert cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS is False
+        batch = next(iter(ClickTrainer.build_train_loader(cfg)))
+        files = {os.path.basename(s["file_name"]) for s in batch}
+        assert files == {"with.png", "without.png"}
+        assert all(not s["gt_mask"].any() for s in batch if s["file_name"].endswith("without.png"))
+    finally:
+        DatasetCatalog.remove(name)
+
+
 @pytest.mark.cuda
 def test_pinned_loader_batches_train_on_cuda(tmp_path):
     """On a GPU: the real training loader pins the mapped tensors, and a training step on them works."""
