@@ -211,6 +211,9 @@ def _add_clicks_config(cfg):
     cfg.INPUT.CLICKS.MIN_OBJECT_AREA = 20
     # Probability of accepting an augmentation that left no object (else redrawn). COCO+LVIS 0.05.
     cfg.INPUT.CLICKS.KEEP_BACKGROUND_PROB = 0.01
+    # Probability that a sample's stuff segments (COCO+LVIS ids >= num_instance_masks) join as target objects;
+    # otherwise they are erased to background (RITM CocoLvisDataset stuff_prob; COCO+LVIS recipe 0.30).
+    cfg.INPUT.CLICKS.STUFF_PROB = 0.0
     # Iterative training: the number of extra no-grad click rounds per batch is uniform in
     # [0, MAX_NUM_NEXT_CLICKS] (read by the trainer; adaptiveclick.clicks.next_training_click).
     cfg.INPUT.CLICKS.MAX_NUM_NEXT_CLICKS = 3
@@ -359,6 +362,13 @@ def _add_trainer_config(cfg):
     # box-fill filter, COCO+LVIS images of stuff only) stay in training as background samples, as in RITM /
     # the official code, where they reach the sampler and become empty samples (no positive click).
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Images drawn with probabilities (1 - score) ** GAMMA from a RITM sample-weights file (the official SBD
+    # recipe: assets/sbd_samples_weights.pkl of RITM / lab206/AdaptiveClick, gamma 1.25; model.md §6.1) instead
+    # of detectron2's shuffled epochs.  FILE: a list of (index, image id, score) tuples; a relative path is
+    # looked up from the working directory, then under the datasets root.  "" = uniform (TrainingSampler).
+    cfg.DATALOADER.SAMPLE_WEIGHTS = CN()
+    cfg.DATALOADER.SAMPLE_WEIGHTS.FILE = ""
+    cfg.DATALOADER.SAMPLE_WEIGHTS.GAMMA = 1.0
 
 
 def add_adaptiveclick_config(cfg):

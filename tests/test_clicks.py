@@ -450,6 +450,21 @@ def test_sampler_labelled_pixels_of_left_out_objects():
         sampler.sample(masks, rng, labelled=masks[0])
 
 
+def test_sampler_counts_non_root_objects_for_the_other_region():
+    # RITM: with more objects than chosen (children count), "other" = labelled minus target; for one root whose
+    # children lie inside it that region is empty, and the 0.4 "other" draws are skipped
+    a = scene()[:1]
+    sampler = MultiPointSampler()
+    n_default, n_counted = [], []
+    rng = np.random.default_rng(9)
+    for _ in range(2000):
+        n_default.append(len(sampler.sample(a, rng).negatives))
+        n_counted.append(len(sampler.sample(a, rng, num_all_objects=2).negatives))
+    assert np.mean(n_counted) == pytest.approx(0.6 * np.mean(n_default), abs=0.3)
+    with pytest.raises(ValueError, match="num_all_objects"):
+        sampler.sample(scene(), rng, num_all_objects=1)
+
+
 def test_sampler_merging():
     masks = scene()
     sampler = MultiPointSampler()

@@ -19,9 +19,9 @@ import adaptiveclick.data  # noqa: F401  (registers the built-in names)
 from adaptiveclick.config import add_adaptiveclick_config
 from adaptiveclick.data import ClickTrainingMapper
 from adaptiveclick.data.datasets import (BUILTIN_DATASETS, DATASETS_ENV, DatasetNotFoundError, load_instance_masks,
-                                         register_builtin_datasets, register_coco_format, register_datasets_from_config,
-                                         register_default_datasets, register_folder_dataset, register_pascalvoc,
-                                         register_sbd)
+                                         load_stuff_masks, register_builtin_datasets, register_coco_format,
+                                         register_datasets_from_config, register_default_datasets,
+                                         register_folder_dataset, register_pascalvoc, register_sbd)
 from adaptiveclick.data.datasets.cocolvis import register_cocolvis
 from adaptiveclick.data.datasets.common import mask_bbox
 
@@ -440,7 +440,7 @@ def test_sbd_train_drops_buggy_masks_val_keeps_everything(tmp_path, names):
         register_sbd("test_sbd_train", "test")
 
 
-def test_cocolvis_keeps_root_objects(tmp_path, names):
+def test_cocolvis_objects_hierarchy_and_stuff(tmp_path, names):
     root = tmp_path / "LVIS"
     layer0 = np.zeros((H, W), dtype=np.uint8)
     layer0[rect(0, 20, 0, 20)] = 1  # object 0: root (parent of 1)
@@ -465,11 +465,17 @@ def test_cocolvis_keeps_root_objects(tmp_path, names):
     assert dicts[0]["annotations"] == []
     d = dicts[1]
     assert d["file_name"] == str(root / "train" / "images" / "000000000042.jpg")
-    assert [a["mask_object"] for a in d["annotations"]] == [0, 2]
+    # every object in id order, the child pointing at its parent's annotation; the stuff segment apart
+    assert [a["mask_object"] for a in d["annotations"]] == [0, 1, 2]
+    assert [a.get("parent") for a in d["annotations"]] == [None, 0, None]
     masks, ignore = load_instance_masks(d)
     np.testing.assert_array_equal(masks[0], layer0 == 1)
-    np.testing.assert_array_equal(masks[1], layer0 == 2)
+    np.testing.assert_array_equal(masks[1], layer1 == 1)
+    np.testing.assert_array_equal(masks[2], layer0 == 2)
     assert ignore is None
+    (stuff,) = load_stuff_masks(d)
+    np.testing.assert_array_equal(stuff, layer0 == 3)
+    assert dicts[0]["stuff"]["first_object"] == 0
 
 
 def test_coco_format_json(tmp_path, names):

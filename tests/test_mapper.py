@@ -3,12 +3,15 @@
 import importlib.util
 import logging
 import os
+import pickle
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import Image
 from pycocotools import mask as mask_util
@@ -20,7 +23,8 @@ from adaptiveclick.config import add_adaptiveclick_config
 # against the real function and are skipped only while that module does not exist yet.
 pytest.importorskip("adaptiveclick.data.datasets.common",
                     reason="adaptiveclick.data.datasets.common not written yet", exc_type=ModuleNotFoundError)
-from adaptiveclick.data.mapper import ClickTrainingMapper, Rot90Transform, WarpAffineTransform  # noqa: E402
+from adaptiveclick.data.mapper import (ClickTrainingMapper, CvResizeTransform, Rot90Transform,  # noqa: E402
+                                       WarpAffineTransform)
 
 H, W = 96, 128
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,18 +234,94 @@ def test_min_object_area_and_empty_samples(tmp_path):
     seen = {}
     real_sample = mapper.sampler.sample
 
-    def spy(masks, rng, ignore=None, labelled=None):
-        seen.update(masks=masks, labelled=labelled)
-        return real_sample(masks, rng, ignore=ignore, labelled=labelled)
+    def spy(masks, rng, **kwargs):
+        seen.update(masks=masks, **kwargs)
+        return real_sample(masks, rng, **kwargs)
 
     mapper.sampler.sample = spy
     mapper(make_dict(tmp_path, [big, small], name="two"))
     assert len(seen["masks"]) == 1
     np.testing.assert_array_equal(seen["masks"][0], big)
     np.testing.assert_array_equal(seen["labelled"], big | small)
+    assert seen["num_all_objects"] == 1
     # no annotation at all: an empty sample, negatives anywhere
     d = make_dict(tmp_path, [], name="empty")
     check_sample(ClickTrainingMapper(crop_size=(64, 64), seed=0)(d), (64, 64))
+
+
+def _spy_sampler(mapper):
+    seen = {}
+    real_sample = mapper.sampler.sample
+
+    def spy(masks, rng, **kwargs):
+        seen.update(masks=masks, **kwargs)
+        return real_sample(masks, rng, **kwargs)
+
+    mapper.sampler.sample = spy
+    return seen
+
+
+def test_hierarchy_targets_roots_and_counts_children(tmp_path):
+    # RITM: only roots are targets; len(sample) counts the children too; a removed object's children move up
+    child = rect((20, 30), (20, 30))
+    d = make_dict(tmp_path, [OBJ_A, child, OBJ_B])
+    d["annotations"][1]["parent"] = 0
+    mapper = ClickTrainingMapper(**IDENTITY_AUG, seed=0)
+    seen = _spy_sampler(mapper)
+    mapper(d)
+    assert [m.sum() for m in seen["masks"]] == [OBJ_A.sum(), OBJ_B.sum()] and seen["num_all_objects"] == 3
+    np.testing.assert_array_equal(seen["labelled"], OBJ_A | OBJ_B)
+
+    # a small root (removed) hands its child up; a small middle node is skipped over by its child
+    small = rect((0, 1), (0, 1))  # 4 px < 20
+    d = make_dict(tmp_path, [small, OBJ_A, OBJ_B, small, child], name="chain")
+    d["annotations"][1]["parent"] = 0   # A under the small root: A becomes a root
+    d["annotations"][3]["parent"] = 2   # small under B
+    d["annotations"][4]["parent"] = 3   # child under small under B: stays below B
+    mapper(d)
+    assert [m.sum() for m in seen["masks"]] == [OBJ_A.sum(), OBJ_B.sum()] and seen["num_all_objects"] == 3
+    np.testing.assert_array_equal(seen["labelled"], OBJ_A | OBJ_B | small)
+
+    for parent, message in ((5, "must be None or the index"), (0, "must be None or the index"), (1, "cycle")):
+        bad = make_dict(tmp_path, [OBJ_A, OBJ_B], name="bad")
+        bad["annotations"][0]["parent"] = parent
+        if parent == 1:
+            bad["annotations"][1]["parent"] = 0
+        with pytest.raises(ValueError, match=message):
+            mapper(bad)
+
+
+def _packed_stuff(tmp_path, stuff_masks):
+    """A RITM packed-layer .pickle holding ``stuff_masks`` as its objects 0, 1, ... (one layer each)."""
+    layers = [cv2.imencode(".png", m.astype(np.uint8))[1] for m in stuff_masks]
+    path = tmp_path / "stuff.pickle"
+    with open(path, "wb") as f:
+        pickle.dump((layers, [(i, 1) for i in range(len(stuff_masks))]), f)
+    return {"mask_file": str(path), "first_object": 0}
+
+
+def test_stuff_joins_as_roots_with_stuff_prob_else_is_background(tmp_path):
+    stuff = rect((70, 95), (0, 40))
+    d = make_dict(tmp_path, [OBJ_A])
+    d["stuff"] = _packed_stuff(tmp_path, [stuff])
+    for prob, expected in ((1.0, [OBJ_A, stuff]), (0.0, [OBJ_A])):
+        mapper = ClickTrainingMapper(**IDENTITY_AUG, stuff_prob=prob, seed=0)
+        seen = _spy_sampler(mapper)
+        mapper(d)
+        assert len(seen["masks"]) == len(expected)
+        for got, want in zip(seen["masks"], expected):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(seen["labelled"], np.logical_or.reduce(expected))
+    # probability 0.3 per sample (one draw each)
+    mapper = ClickTrainingMapper(**IDENTITY_AUG, stuff_prob=0.3, seed=0)
+    seen = _spy_sampler(mapper)
+    joined = 0
+    for _ in range(300):
+        mapper(d)
+        joined += len(seen["masks"]) == 2
+    assert joined / 300 == pytest.approx(0.3, abs=0.08)
+    with pytest.raises(ValueError, match="stuff_prob"):
+        ClickTrainingMapper(stuff_prob=1.5)
 
 
 def test_redraw_until_an_object_survives(tmp_path):
@@ -301,6 +381,27 @@ def test_from_config():
     assert mapper.sampler.merge_objects_prob == 0.15
     np.testing.assert_allclose(mapper.sampler.negative_strategy_probs, [0.1, 0.4, 0.5])
     assert not ClickTrainingMapper(cfg, is_train=False).is_train
+
+
+def test_resize_is_opencv_bilinear_without_antialiasing():
+    # official UniformRandomResize: cv2.resize, INTER_LINEAR for the image, INTER_NEAREST for masks; PIL's
+    # bilinear (detectron2's ResizeTransform) averages the whole footprint when shrinking
+    img = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    seg = (img[..., 0] > 128).astype(np.uint8)
+    for new_h, new_w in ((30, 45), (50, 75)):
+        t = CvResizeTransform(40, 60, new_h, new_w)
+        np.testing.assert_array_equal(t.apply_image(img),
+                                      cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR))
+        np.testing.assert_array_equal(t.apply_segmentation(seg),
+                                      cv2.resize(seg, (new_w, new_h), interpolation=cv2.INTER_NEAREST))
+        np.testing.assert_allclose(t.apply_coords(np.array([[60.0, 40.0], [30.0, 20.0]])),
+                                   [[new_w, new_h], [new_w / 2, new_h / 2]])
+        assert t.inverse().apply_image(t.apply_image(img)).shape == img.shape
+    # a noise image shrunk by 0.75: no anti-aliasing keeps its contrast (PIL's blurs it)
+    pil = T.ResizeTransform(40, 60, 30, 45).apply_image(img)
+    assert CvResizeTransform(40, 60, 30, 45).apply_image(img).std() > pil.std() + 5
+    with pytest.raises(ValueError, match="expected an"):
+        CvResizeTransform(40, 60, 30, 45).apply_image(img[:10])
 
 
 def test_custom_transforms_map_coordinates_like_pixels():

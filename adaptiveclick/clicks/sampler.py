@@ -144,7 +144,7 @@ class MultiPointSampler:
     # -- sampling -----------------------------------------------------------------------------------------
 
     def sample(self, masks: np.ndarray, rng: np.random.Generator, ignore: Optional[np.ndarray] = None,
-               labelled: Optional[np.ndarray] = None) -> SampledClicks:
+               labelled: Optional[np.ndarray] = None, num_all_objects: Optional[int] = None) -> SampledClicks:
         """Choose the target and sample its initial clicks.
 
         Args:
@@ -158,6 +158,10 @@ class MultiPointSampler:
                 objects stay non-background, as RITM's ``remove_small_objects`` only drops their entries:
                 the "other" negatives may land on them, and an empty sample's negatives avoid them
                 (RITM ``DSample.get_background_mask``).
+            num_all_objects: the number of objects RITM's ``len(sample)`` counts: ``masks`` (the candidate
+                targets, the roots of a hierarchy) plus the non-root objects that survived (default
+                ``len(masks)``).  "Other" negatives come from ``labelled`` minus the target when it exceeds
+                the number of chosen objects, else from the background (official ``sample_object``).
         """
         rng = check_rng(rng)
         masks = np.asarray(masks)
@@ -176,6 +180,11 @@ class MultiPointSampler:
             labelled = as_mask(labelled, "labelled", (height, width))
             if (union & ~labelled).any():
                 raise ValueError("labelled must cover every object of masks")
+        if num_all_objects is None:
+            num_all_objects = num_objects
+        elif isinstance(num_all_objects, bool) or not isinstance(num_all_objects, Integral) \
+                or num_all_objects < num_objects:
+            raise ValueError(f"num_all_objects must be an integer >= the {num_objects} masks, got {num_all_objects!r}")
 
         if num_objects == 0:
             target = np.zeros((height, width), dtype=bool)
@@ -188,7 +197,7 @@ class MultiPointSampler:
             target = np.logical_or.reduce(masks[list(object_ids)], axis=0)
             positives = self._sample_positives([masks[i] for i in object_ids], allowed, rng)
             bg = ~target
-            if num_objects > len(object_ids):
+            if num_all_objects > len(object_ids):
                 other = labelled & ~target
             else:
                 other = bg

@@ -34,9 +34,9 @@ from detectron2.data import transforms as T
 from detectron2.utils import comm
 
 from adaptiveclick.clicks import MultiPointSampler
-from adaptiveclick.data.datasets.common import load_instance_masks
+from adaptiveclick.data.datasets.common import load_instance_masks, load_stuff_masks
 
-__all__ = ["ClickTrainingMapper", "Rot90Transform", "WarpAffineTransform", "FLIP_MODES"]
+__all__ = ["ClickTrainingMapper", "CvResizeTransform", "Rot90Transform", "WarpAffineTransform", "FLIP_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,31 @@ class Rot90Transform(T.Transform):
     def inverse(self) -> T.Transform:
         h, w = (self.w, self.h) if self.k % 2 else (self.h, self.w)
         return Rot90Transform(h, w, -self.k)
+
+
+class CvResizeTransform(T.ResizeTransform):
+    """detectron2's ``ResizeTransform`` (same geometry and coordinates) resampling as ``cv2.resize`` does in
+    the official ``UniformRandomResize`` (isegm/data/transforms.py, albumentations ``DualTransform``): images
+    bilinear without anti-aliasing (PIL's bilinear, which detectron2 uses, averages over the whole footprint
+    when shrinking and so blurs), segmentations with OpenCV's nearest neighbour."""
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+        super().__init__(h, w, new_h, new_w, interp=None)
+
+    def _resize(self, img: np.ndarray, interp: int) -> np.ndarray:
+        if img.shape[:2] != (self.h, self.w):
+            raise ValueError(f"CvResizeTransform: expected an ({self.h}, {self.w}) array, got {img.shape}")
+        out = cv2.resize(img, (self.new_w, self.new_h), interpolation=interp)
+        return out[..., None] if img.ndim == 3 and out.ndim == 2 else out
+
+    def apply_image(self, img: np.ndarray, interp=None) -> np.ndarray:
+        return self._resize(img, cv2.INTER_LINEAR)
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self._resize(segmentation, cv2.INTER_NEAREST)
+
+    def inverse(self) -> T.Transform:
+        return CvResizeTransform(self.new_h, self.new_w, self.h, self.w)
 
 
 class WarpAffineTransform(T.Transform):
@@ -136,6 +161,41 @@ def _unpack_bits(planes: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
+def _parents(dataset_dict: dict) -> list:
+    """Each annotation's ``"parent"`` (None for a root), checked: an index of another annotation, no cycle."""
+    annotations = dataset_dict.get("annotations", [])
+    parents = [a.get("parent") for a in annotations]
+    n = len(parents)
+    for i, p in enumerate(parents):
+        if p is not None and (isinstance(p, bool) or not isinstance(p, Integral) or not 0 <= p < n or p == i):
+            raise ValueError(f"{dataset_dict['file_name']}: annotation {i}'s 'parent' must be None or the index of "
+                             f"another of its {n} annotations, got {p!r}")
+    for i in range(n):
+        seen, j = {i}, parents[i]
+        while j is not None:
+            if j in seen:
+                raise ValueError(f"{dataset_dict['file_name']}: the annotations' 'parent' links form a cycle "
+                                 f"through annotation {i}")
+            seen.add(j)
+            j = parents[j]
+    return parents
+
+
+def _surviving_roots(parents: Sequence[Optional[int]], survives: np.ndarray) -> list:
+    """Indices of the surviving objects with no surviving ancestor (the roots once the removed objects' children
+    have moved up to their nearest surviving ancestor)."""
+    roots = []
+    for i, alive in enumerate(survives):
+        if not alive:
+            continue
+        j = parents[i]
+        while j is not None and not survives[j]:
+            j = parents[j]
+        if j is None:
+            roots.append(i)
+    return roots
+
+
 def _pair(value, name, kind=Real, positive=False):
     if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
             isinstance(v, bool) or not isinstance(v, kind) for v in value):
@@ -174,10 +234,13 @@ class ClickTrainingMapper(DatasetMapper):
         shift_rotate_prob, shift_limit, rotate_limit: ShiftScaleRotate without scaling (0.75, 0.03, 3 degrees).
         brightness_range, contrast_range, brightness_contrast_prob: (-0.25, 0.25), (-0.15, 0.4), 0.75.
         rgb_shift, rgb_shift_prob: per-channel shift U(-rgb_shift, rgb_shift) (10), probability 0.75.
-        min_object_area: objects smaller than this after augmentation are removed (20 px, AdaptiveClick SBD).
+        min_object_area: objects smaller than this after augmentation are removed (20 px, AdaptiveClick SBD);
+            their pixels stay labelled (not background) and their children (annotations' "parent") move up.
         keep_background_prob: probability of accepting an augmentation that left no object (0.01); other
             draws are redrawn, at most ``max_attempts`` times in all (then the empty sample is kept, with a
             warning).
+        stuff_prob: probability that the dict's stuff segments (``"stuff"``, COCO+LVIS) join as root objects;
+            otherwise they are erased to background (0; RITM ``stuff_prob``, COCO+LVIS recipe 0.3).
         sampler: the :class:`MultiPointSampler` (target choice and initial clicks).
         seed: base seed of the per-call generators (None: random).
     """
@@ -190,7 +253,7 @@ class ClickTrainingMapper(DatasetMapper):
                  brightness_range: Sequence[float] = (-0.25, 0.25), contrast_range: Sequence[float] = (-0.15, 0.4),
                  brightness_contrast_prob: float = 0.75, rgb_shift: float = 10.0, rgb_shift_prob: float = 0.75,
                  min_object_area: int = 20, keep_background_prob: float = 0.01, max_attempts: int = 100,
-                 sampler: Optional[MultiPointSampler] = None, seed: Optional[int] = None):
+                 stuff_prob: float = 0.0, sampler: Optional[MultiPointSampler] = None, seed: Optional[int] = None):
         # DatasetMapper.__init__ is deliberately not called: it would set up (and log) detectron2
         # augmentations that draw from the global np.random.
         if image_format != "RGB":
@@ -221,6 +284,7 @@ class ClickTrainingMapper(DatasetMapper):
         self.rgb_shift_prob = _prob(rgb_shift_prob, "rgb_shift_prob")
         self.min_object_area = int(_non_negative(min_object_area, "min_object_area", Integral))
         self.keep_background_prob = _prob(keep_background_prob, "keep_background_prob")
+        self.stuff_prob = _prob(stuff_prob, "stuff_prob")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, Integral) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
         self.max_attempts = int(max_attempts)
@@ -262,6 +326,7 @@ class ClickTrainingMapper(DatasetMapper):
             "min_object_area": clicks.MIN_OBJECT_AREA,
             "keep_background_prob": clicks.KEEP_BACKGROUND_PROB,
             "max_attempts": aug.MAX_ATTEMPTS,
+            "stuff_prob": clicks.STUFF_PROB,
             "sampler": sampler,
             "seed": cfg.SEED if cfg.SEED >= 0 else None,
         }
@@ -283,7 +348,7 @@ class ClickTrainingMapper(DatasetMapper):
         scale = rng.uniform(*self.scale_range)
         # UniformRandomResize: new side = round(side * s) (isegm/data/transforms.py)
         new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-        tfms.append(T.ResizeTransform(height, width, new_h, new_w))
+        tfms.append(CvResizeTransform(height, width, new_h, new_w))
         h, w = new_h, new_w
         if self.flip != "none" and rng.random() < self.flip_prob:
             # albumentations Flip: d uniform in {-1, 0, 1} = both, vertical, horizontal
@@ -345,6 +410,10 @@ class ClickTrainingMapper(DatasetMapper):
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dict(dataset_dict), image)
         masks, ignore = load_instance_masks(dataset_dict)
+        parents = _parents(dataset_dict)
+        if self.stuff_prob > 0 and dataset_dict.get("stuff") is not None and rng.random() < self.stuff_prob:
+            stuff = load_stuff_masks(dataset_dict)  # RITM CocoLvisDataset: stuff joins as root objects
+            masks, parents = list(masks) + stuff, parents + [None] * len(stuff)
         height, width = image.shape[:2]
         for i, m in enumerate(masks):
             if m.shape != (height, width):
@@ -379,12 +448,15 @@ class ClickTrainingMapper(DatasetMapper):
             out_layers = np.stack(layers).astype(bool)
         object_masks, ignore_mask = out_layers[:num_objects], out_layers[num_objects]
         # B.1.1-2: drop vanished objects, then objects below min_object_area; the small ones stay labelled
-        # (not background), as RITM's remove_small_objects drops only their entries
+        # (not background), as RITM's remove_small_objects drops only their entries; the targets are the
+        # surviving roots, a removed object's children taking its place (RITM DSample._remove_object)
         labelled = object_masks.any(axis=0)
         areas = object_masks.sum(axis=(1, 2))
-        object_masks = object_masks[(areas > 0) & (areas >= self.min_object_area)]
+        survives = (areas > 0) & (areas >= self.min_object_area)
+        roots = _surviving_roots(parents, survives)
 
-        sampled = self.sampler.sample(object_masks, rng, ignore=ignore_mask, labelled=labelled)
+        sampled = self.sampler.sample(object_masks[roots], rng, ignore=ignore_mask, labelled=labelled,
+                                      num_all_objects=int(survives.sum()))
         out_h, out_w = image.shape[:2]
         return {
             "file_name": dataset_dict["file_name"],

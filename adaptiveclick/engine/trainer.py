@@ -379,10 +379,30 @@ class ClickTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         """detectron2's training loader with our :class:`ClickTrainingMapper`, pinning its batches when the
-        model trains on CUDA and DATALOADER.PIN_MEMORY is set (:func:`pin_train_batches`)."""
+        model trains on CUDA and DATALOADER.PIN_MEMORY is set (:func:`pin_train_batches`).
+
+        With DATALOADER.SAMPLE_WEIGHTS.FILE set, images are drawn i.i.d. with the file's probabilities
+        (:class:`adaptiveclick.data.samplers.WeightedTrainingSampler`, the official SBD recipe) instead of
+        detectron2's shuffled epochs."""
         from adaptiveclick.data.mapper import ClickTrainingMapper
 
-        return build_detection_train_loader(cfg, mapper=ClickTrainingMapper(cfg, is_train=True),
+        mapper = ClickTrainingMapper(cfg, is_train=True)
+        weights = cfg.DATALOADER.SAMPLE_WEIGHTS
+        if not weights.FILE:
+            return build_detection_train_loader(cfg, mapper=mapper, pin_memory=pin_train_batches(cfg))
+
+        from detectron2.data import get_detection_dataset_dicts
+
+        from adaptiveclick.data.datasets.common import datasets_root
+        from adaptiveclick.data.samplers import (WeightedTrainingSampler, load_sample_weights,
+                                                 resolve_sample_weights_file)
+
+        path = resolve_sample_weights_file(weights.FILE, datasets_root(cfg.DATASETS.ROOT or None))
+        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        probs = load_sample_weights(path, dicts, weights.GAMMA)
+        logger.info(f"Training images drawn with sample weights from {path} (gamma {weights.GAMMA}, "
+                    f"{len(dicts)} images)")
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts, sampler=WeightedTrainingSampler(probs),
                                             pin_memory=pin_train_batches(cfg))
 
     def build_hooks(self):

@@ -5,13 +5,15 @@ the object -> (layer, value) mapping) and ``<root>/<split>/hannotation.pickle`` 
 hierarchy and ``num_instance_masks``).  Only ``hannotation.pickle`` is read when the dataset is loaded
 (~99k images); masks are decoded from the per-image pickle when a sample is used.
 
-Annotations are the *root* objects of the hierarchy, ``{"mask_file": <id>.pickle, "mask_object": k}``,
-ascending k: the training sampler only ever targets roots (protocol.md B.1.3), and a child lies inside its
-parent, so leaving children out changes neither the targets nor the negative regions -- except that RITM
-promotes the children of a root removed by ``min_object_area``.  Stuff segments (ids >=
-``num_instance_masks``) are left out, i.e. treated as background (RITM: background with probability 0.7,
-``stuff_prob`` 0.3).  Dicts carry no height/width/bbox: reading 99k image headers at every load is not
-worth it; the mapper takes the size from the image.  Unpickling runs code from the files: trusted data only.
+Annotations are every object of the hierarchy, ``{"mask_file": <id>.pickle, "mask_object": k}`` in ascending
+k, a child with ``"parent"``: the index of its parent's annotation.  The training mapper targets only the
+roots (protocol.md B.1.3) but counts the children as RITM's ``len(sample)`` does (they decide whether "other"
+negatives exist), and a root removed by ``min_object_area`` hands its children up (RITM
+``DSample._remove_object``).  Stuff segments (ids >= ``num_instance_masks``) are the dict's ``"stuff"``
+entry: the mapper makes them root objects with probability ``INPUT.CLICKS.STUFF_PROB`` (RITM ``stuff_prob``,
+0.3 in the COCO+LVIS recipe) and erases them to background otherwise.  Dicts carry no height/width/bbox:
+reading 99k image headers at every load is not worth it; the mapper takes the size from the image.
+Unpickling runs code from the files: trusted data only.
 """
 
 import os
@@ -31,8 +33,22 @@ COCOLVIS_TREE = """LVIS/                          (RITM's LVIS_v1_PATH)
 """
 
 
-def _is_root(info) -> bool:
-    return info is None or info.get("parent") is None
+def _annotations(mask_file: str, hierarchy: dict, where: str) -> List[dict]:
+    """Every object of ``hierarchy`` (id -> None for a lone root, or {"parent", "children", ...}) in ascending
+    id, with ``"parent"`` as the index of the parent's annotation."""
+    ids = sorted(hierarchy)
+    index = {k: i for i, k in enumerate(ids)}
+    out = []
+    for k in ids:
+        info = hierarchy[k]
+        parent = None if info is None else info.get("parent")
+        ann = make_annotation(mask_file=mask_file, mask_object=int(k))
+        if parent is not None:
+            if parent not in index:
+                raise ValueError(f"{where}: object {k}'s parent {parent!r} is not in the hierarchy")
+            ann["parent"] = index[parent]
+        out.append(ann)
+    return out
 
 
 def load_cocolvis(name: str, root: str, split: str = "train") -> List[dict]:
@@ -48,9 +64,10 @@ def load_cocolvis(name: str, root: str, split: str = "train") -> List[dict]:
     dicts = []
     for image_id, sample in sorted(samples.items()):
         mask_file = os.path.join(root, split, "masks", f"{image_id}.pickle")
-        roots = sorted(k for k, info in sample["hierarchy"].items() if _is_root(info))
+        where = f"{os.path.join(root, ann_file)}: image {image_id}"
         dicts.append({"file_name": os.path.join(root, split, "images", f"{image_id}.jpg"), "image_id": image_id,
-                      "annotations": [make_annotation(mask_file=mask_file, mask_object=int(k)) for k in roots]})
+                      "annotations": _annotations(mask_file, sample["hierarchy"], where),
+                      "stuff": {"mask_file": mask_file, "first_object": int(sample["num_instance_masks"])}})
     log_counts(name, dicts, root)
     return dicts
 

@@ -15,6 +15,11 @@ and the same forms for the optional ``dataset_dict["ignore"]``):
   only use trusted data.
 
 ``dataset_dict["ignore"]`` is an RLE dict itself, or one of the ``mask_file`` forms.
+
+Optional keys read by the training mapper: an annotation's ``"parent"`` (index of its parent annotation in an
+object hierarchy, None or absent for a root; only roots are targets, RITM ``DSample.root_objects``), and the
+dict's ``"stuff"``: ``{"mask_file": <packed-layer .pickle>, "first_object": n}``, the file's objects n, n+1, ...
+being stuff segments (:func:`load_stuff_masks`; COCO+LVIS).
 """
 
 import functools
@@ -32,7 +37,8 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 __all__ = [
-    "DATASETS_ENV", "DEFAULT_DATASETS_ROOT", "DatasetNotFoundError", "load_instance_masks", "read_label_map",
+    "DATASETS_ENV", "DEFAULT_DATASETS_ROOT", "DatasetNotFoundError", "load_instance_masks", "load_stuff_masks",
+    "read_label_map",
     "datasets_root", "require_paths", "mask_to_rle", "mask_bbox", "make_annotation", "pair_by_stem",
     "read_mask_bgr", "image_size", "check_image_size", "register_dataset", "log_counts", "loader", "DEFAULT_METADATA",
 ]
@@ -211,6 +217,35 @@ def read_label_map(path: str):
     return _read_image_label_map(path)
 
 
+def _read_label_map_for(path: str, where: str):
+    """:func:`read_label_map`, its errors naming the annotation and the file (a truncated ``.mat`` or
+    ``.pickle`` otherwise raises without the path)."""
+    try:
+        return read_label_map(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{where}: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- any reader's failure, re-raised with the file named
+        if path in str(e):
+            raise ValueError(f"{where}: {e}") from e
+        raise ValueError(f"{where}: cannot read mask file {path}: {type(e).__name__}: {e}") from e
+
+
+def load_stuff_masks(dataset_dict: dict) -> List[np.ndarray]:
+    """The stuff segments of ``dataset_dict["stuff"]`` (module docstring) as bool (H, W) masks; [] without
+    the key."""
+    stuff = dataset_dict.get("stuff")
+    if stuff is None:
+        return []
+    where = f"{dataset_dict.get('file_name', '<dataset dict without file_name>')}: stuff"
+    if not isinstance(stuff, dict) or "mask_file" not in stuff or not _is_int(stuff.get("first_object")) \
+            or stuff["first_object"] < 0:
+        raise ValueError(f"{where}: must be {{'mask_file': path, 'first_object': int >= 0}}, got {stuff!r}")
+    label = _read_label_map_for(os.fspath(stuff["mask_file"]), where)
+    if not isinstance(label, _PackedLayers):
+        raise ValueError(f"{where}: {stuff['mask_file']} is not a packed-layer .pickle file")
+    return [label.object_mask(k, where) for k in range(int(stuff["first_object"]), len(label.mapping))]
+
+
 def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
@@ -228,10 +263,7 @@ def _decode_entry(entry, height, width, cache: Dict[str, object], where: str) ->
     if "mask_file" in entry:
         path = os.fspath(entry["mask_file"])
         if path not in cache:
-            try:
-                cache[path] = read_label_map(path)
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f"{where}: {e}") from None
+            cache[path] = _read_label_map_for(path, where)
         label = cache[path]
         if isinstance(label, _PackedLayers):
             k = entry.get("mask_object")
