@@ -15,6 +15,7 @@ from adaptiveclick.evaluation import (InteractiveEvaluationModel, InteractiveSes
                                       format_noc_table, iou_curve, mask_iou, noc, noc_protocol_from_config, noc_test,
                                       nof, success_curve, summarize_noc, transformed_prediction)
 from adaptiveclick.evaluation.zoom_in import box_iou, clamp_box, clicks_inside, expand_box, object_roi
+from adaptiveclick.evaluation.runner import build_noc_test_loader
 
 # ------------------------------------------------------------------------------------------------------
 # helpers
@@ -695,6 +696,26 @@ def test_noc_test_on_a_registered_dataset(tmp_path):
     assert saved["metadata"]["protocol"]["zoom_in"]["target_size"] == [32, 32]
     assert saved["metadata"]["run_info"]["device"] and "torch" in saved["metadata"]["run_info"]
     assert ">=6@85" in format_noc_table(results, max_clicks=6)
+
+
+def test_noc_test_loader_refuses_a_dataset_with_nothing_to_evaluate(tmp_path):
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from adaptiveclick.config import add_adaptiveclick_config
+
+    cfg = add_adaptiveclick_config(get_cfg())
+    for name, dicts in (("noc_unit_no_images", []),
+                        ("noc_unit_no_objects", [{"file_name": "a.png", "annotations": []}])):
+        DatasetCatalog.register(name, lambda dicts=dicts: dicts)
+        MetadataCatalog.get(name).set(dataset_root=str(tmp_path / "GrabCut"))
+        try:
+            with pytest.raises(ValueError, match=rf"dataset '{name}': nothing to evaluate: {len(dicts)} images, "
+                                                 rf"none with an object in .*GrabCut"):
+                build_noc_test_loader(cfg, name)
+        finally:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
 
 
 def test_noc_config_keys_and_protocol():

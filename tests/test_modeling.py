@@ -400,3 +400,17 @@ def test_every_config_loads_with_the_documented_backbone():
             assert v.WINDOW_SIZE * v.PATCH_SIZE == 224 and cfg.MODEL.VIT.IMG_SIZE == 448
             assert cfg.SOLVER.BASE_LR == 5e-5 and len(cfg.SOLVER.STEPS) == 1
             assert (cfg.INPUT.AUG.SCALE_RANGE[1] == 1.4) == ("cocolvis" in path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("MODEL.ADAPTIVECLICK.NUM_QUERIES", 0, r"num_queries \(MODEL.ADAPTIVECLICK.NUM_QUERIES\) must be an integer >= 1"),
+    ("MODEL.VIT.PATCH_SIZE", 0, r"patch_size \(MODEL.VIT.PATCH_SIZE\) must be an integer >= 1"),
+    ("MODEL.PIXEL_STD", [0.0, 1.0, 1.0], r"pixel_std \(MODEL.PIXEL_STD.*finite values > 0"),
+    ("MODEL.ADAPTIVECLICK.ENC_LAYERS", -1, r"MODEL.ADAPTIVECLICK.ENC_LAYERS\) must be an integer >= 0"),
+    ("MODEL.ADAPTIVECLICK.COMMON_STRIDE", 3, r"common_stride .* got 3"),
+])
+def test_bad_sizes_fail_when_the_model_is_built(key, value, message):
+    # each of these used to build and fail later (reshape of 0 elements, division by zero, NaN logits) or
+    # to be accepted silently (COMMON_STRIDE 3 gave stride-4 masks)
+    with pytest.raises(ValueError, match=message):
+        _model(**{key: value})

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data import detection_utils as utils
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
@@ -150,8 +150,13 @@ def noc_protocol_from_config(cfg, dataset_name: Optional[str] = None) -> NoCProt
 def build_noc_test_loader(cfg, dataset_name: str, mapper: Optional[Callable[[dict], dict]] = None):
     """Batch-size-1 loader of a registered dataset (sharded per process), mapped by ``mapper`` (default
     :class:`NoCDatasetMapper`)."""
-    return build_detection_test_loader(DatasetCatalog.get(dataset_name),
-                                       mapper=mapper or NoCDatasetMapper(cfg.INPUT.FORMAT),
+    dicts = DatasetCatalog.get(dataset_name)
+    if all("annotations" in d and not d["annotations"] for d in dicts):  # also true for no dicts
+        root = getattr(MetadataCatalog.get(dataset_name), "dataset_root", None)
+        where = f" in {root}" if root else ""
+        raise ValueError(f"dataset {dataset_name!r}: nothing to evaluate: {len(dicts)} images, none with an object"
+                         f"{where} (empty image / mask folders? see datasets/README.md)")
+    return build_detection_test_loader(dicts, mapper=mapper or NoCDatasetMapper(cfg.INPUT.FORMAT),
                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 

@@ -26,6 +26,8 @@ from detectron2.layers import get_norm
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 
+from adaptiveclick.utils.checks import check_positive_reals
+
 from .click_maps import check_clicks, click_disk_maps
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
@@ -81,6 +83,7 @@ class _ClickModel(nn.Module):
             raise ValueError(f"outside_clicks must be 'error' or 'draw', got {outside_clicks!r}")
         if len(pixel_mean) != 3 or len(pixel_std) != 3:
             raise ValueError(f"pixel_mean and pixel_std must have 3 (RGB) entries, got {pixel_mean}, {pixel_std}")
+        check_positive_reals(pixel_std, "pixel_std (MODEL.PIXEL_STD; the image is divided by it)")
         self.backbone = backbone
         self.click_radius = float(click_radius)
         self.outside_clicks = outside_clicks

@@ -25,6 +25,8 @@ from detectron2.modeling.backbone.utils import PatchEmbed, get_abs_pos
 from detectron2.modeling.backbone.vit import ViT, Attention
 from detectron2.config import configurable
 
+from adaptiveclick.utils.checks import check_int
+
 __all__ = ["SDPAAttention", "ClickViT", "SimpleFeaturePyramidGN", "ClickViTBackbone"]
 
 
@@ -60,6 +62,9 @@ class ClickViT(ViT):
 
     def __init__(self, img_size=448, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                  qkv_bias=True, drop_path_rate=0.0, window_size=14, global_block_indexes=(5, 11), coord_chans=3):
+        for value, name in ((img_size, "img_size"), (patch_size, "patch_size"), (embed_dim, "embed_dim"),
+                            (depth, "depth"), (num_heads, "num_heads")):
+            check_int(value, f"ClickViT {name} (MODEL.VIT.{name.upper()})")
         global_block_indexes = [int(i) for i in global_block_indexes]
         bad = [i for i in global_block_indexes if not 0 <= i < depth]
         if bad:

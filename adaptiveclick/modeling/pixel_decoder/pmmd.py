@@ -26,6 +26,7 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
 from adaptiveclick.layers.ms_deform_attn import MSDeformAttn
+from adaptiveclick.utils.checks import check_int
 
 from ..position_encoding import PositionEmbeddingSine
 
@@ -146,6 +147,11 @@ class PMMDPixelDecoder(nn.Module):
                  transformer_dim_feedforward=1024, transformer_nheads=8, transformer_n_points=4,
                  transformer_dropout=0.0, common_stride=4, msda_impl=None):
         super().__init__()
+        check_int(transformer_enc_layers, "transformer_enc_layers (MODEL.ADAPTIVECLICK.ENC_LAYERS)", 0)
+        for value, name in ((conv_dim, "conv_dim"), (mask_dim, "mask_dim"), (transformer_nheads, "transformer_nheads"),
+                            (transformer_n_points, "transformer_n_points"),
+                            (transformer_dim_feedforward, "transformer_dim_feedforward")):
+            check_int(value, f"PMMD {name}")
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)  # fine to coarse
         self.in_features = [k for k, _ in shapes]
         missing = [f for f in transformer_in_features if f not in input_shape]
@@ -166,6 +172,10 @@ class PMMDPixelDecoder(nn.Module):
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         # lateral fusion for the backbone levels finer than the finest transformer level, down to common_stride
         finest_transformer_stride = min(spec.stride for _, spec in trans)
+        strides = [spec.stride for _, spec in shapes if spec.stride <= finest_transformer_stride]
+        if common_stride not in strides:
+            raise ValueError(f"common_stride (MODEL.ADAPTIVECLICK.COMMON_STRIDE) must be the stride of a backbone "
+                             f"level no coarser than the transformer's finest ({strides}), got {common_stride!r}")
         self.fpn_features = [k for k, spec in shapes if common_stride <= spec.stride < finest_transformer_stride]
         self.lateral_convs = nn.ModuleList()
         self.output_convs = nn.ModuleList()

@@ -22,6 +22,8 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
+from adaptiveclick.utils.checks import check_int
+
 from ..position_encoding import PositionEmbeddingSine
 
 __all__ = ["TRANSFORMER_DECODER_REGISTRY", "build_transformer_decoder", "CAMDDecoder", "SDPAMultiheadAttention",
@@ -216,8 +218,15 @@ class CAMDDecoder(nn.Module):
         if caam_pooling not in CAAM_POOLINGS:
             raise ValueError(f"caam_pooling must be one of {CAAM_POOLINGS}, got {caam_pooling!r}")
         self.caam_pooling = caam_pooling
-        if dec_layers < 1:
+        if isinstance(dec_layers, bool) or not isinstance(dec_layers, int) or dec_layers < 1:
             raise ValueError(f"dec_layers must be >= 1 (predictions incl. the one from the queries), got {dec_layers}")
+        for value, name in ((num_queries, "num_queries (MODEL.ADAPTIVECLICK.NUM_QUERIES)"),
+                            (hidden_dim, "hidden_dim (MODEL.ADAPTIVECLICK.HIDDEN_DIM)"),
+                            (nheads, "nheads (MODEL.ADAPTIVECLICK.NHEADS)"),
+                            (dim_feedforward, "dim_feedforward (MODEL.ADAPTIVECLICK.DIM_FEEDFORWARD)"),
+                            (mask_dim, "mask_dim (MODEL.ADAPTIVECLICK.MASK_DIM)"),
+                            (num_feature_levels, "num_feature_levels")):
+            check_int(value, f"CAMD {name}")
         self.caam_mode = caam_mode
         self.num_layers = dec_layers - 1
         self.num_feature_levels = num_feature_levels
