@@ -191,6 +191,21 @@ def test_prediction_threshold_is_strict_and_stop_iou_inclusive():
     assert session.prediction.sum() == 9 and not session.prediction[2, 10]
 
 
+def test_stop_iou_is_compared_on_the_float64_iou(monkeypatch):
+    # official evaluate_sample: `iou >= max_iou_thr` on get_iou's float64; 4500008 / 5000009 = 0.89999998
+    # rounds to float32(0.9) but does not reach 0.9, so the session goes on (NoC@90 itself compares float32)
+    import adaptiveclick.evaluation.session as session_module
+
+    values = iter([4500008 / 5000009, 0.95])
+    monkeypatch.setattr(session_module, "mask_iou", lambda *args: next(values))
+    gt = box((5, 12), (2, 2), (1, 10))
+    session = InteractiveSession(lambda im, c, p: np.full((5, 12), 0.5, np.float32), blank_image((5, 12)), gt)
+    result = session.run()
+    assert np.float32(4500008 / 5000009) == np.float32(0.9)
+    np.testing.assert_array_equal(result.ious, [np.float32(0.9), np.float32(0.95)])
+    assert noc(result.ious, 0.90) == 1
+
+
 @pytest.mark.parametrize("k", [1, 3, 7, 19])
 def test_perfect_after_k_clicks_gives_noc_k(k):
     gt = box((24, 30), (4, 15), (6, 20))

@@ -67,6 +67,23 @@ def test_click_disks_match_brute_force_and_numpy_encoder(radius):
         np.testing.assert_array_equal(got[b], encode_clicks(clicks[b].double().numpy(), size, radius=radius))
 
 
+def test_numpy_encoder_matches_the_model_encoder_on_the_circle():
+    # fractional clicks placed so that a pixel lies on the radius-5 circle up to float rounding: both encoders
+    # decide in float32 as the official DistMaps (in float64 389 of these 3000 differed)
+    rng = np.random.default_rng(0)
+    size = (30, 30)
+    clicks = []
+    for _ in range(3000):
+        y = np.float32(rng.uniform(10, 20))
+        dy = float(int(np.floor(y)) - int(rng.integers(0, 5))) - float(y)
+        x = np.float32(20 - np.sqrt(max(25 - dy * dy, 0.0)))
+        clicks.append([float(y), float(x), 1.0])
+    clicks = torch.tensor(clicks, dtype=torch.float32)[:, None]  # (3000, 1, 3): one click per map
+    got = click_disk_maps(clicks, size, 5.0).numpy()
+    for b in range(len(clicks)):
+        np.testing.assert_array_equal(encode_clicks(clicks[b].double().numpy(), size, radius=5), got[b])
+
+
 def test_check_clicks_errors():
     check_clicks(torch.tensor([[0, 0, 1], [9, 9, 0], [-1, -1, -1]]), (10, 10))
     with pytest.raises(ValueError, match="outside the 10x10 image"):

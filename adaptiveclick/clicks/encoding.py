@@ -33,7 +33,7 @@ def encode_clicks(clicks: Union[Sequence[Click], np.ndarray], shape: Tuple[int, 
     """Rasterise clicks as disks: a float32 (2, H, W) array, channel 0 positive, channel 1 negative.
 
     Pixel (r, c) of a channel is 1 iff some click (y, x) of that polarity has (r - y)^2 + (c - x)^2 <=
-    radius^2 (inclusive).  ``clicks`` is a sequence of :class:`Click` or an (N, 3) array of
+    radius^2 (inclusive), evaluated in float32 as the official ``DistMaps``.  ``clicks`` is a sequence of :class:`Click` or an (N, 3) array of
     (row, col, is_positive) whose coordinates may be fractional (clicks mapped by a zoom-in).  As in the
     official ``DistMaps``, an array row is padding iff max(row, col) < 0; any other row is a click even
     when its centre lies outside the map (only the part of its disk inside is drawn).
@@ -48,18 +48,22 @@ def encode_clicks(clicks: Union[Sequence[Click], np.ndarray], shape: Tuple[int, 
     if not np.isfinite(rows).all():
         raise ValueError("clicks contain NaN or infinite values")
     maps = np.zeros((2, height, width), dtype=np.float32)
-    r2 = float(radius) ** 2
+    # float32 arithmetic, as the official DistMaps (torch float32): with fractional (zoomed) clicks a pixel
+    # within float rounding of the circle is in or out by the float32 result, as there
+    r2 = np.float32(float(radius) ** 2)
     for y, x, pos in rows:
         if max(y, x) < 0:
             continue  # padding
         if pos not in (0.0, 1.0):
             raise ValueError(f"is_positive must be 0 or 1, got {pos} for the click at ({y}, {x})")
-        r0, r1 = max(0, math.ceil(y - radius)), min(height, math.floor(y + radius) + 1)
-        c0, c1 = max(0, math.ceil(x - radius)), min(width, math.floor(x + radius) + 1)
+        y32, x32 = np.float32(y), np.float32(x)
+        # the bounding square, one pixel wider on each side for the pixels float32 rounding lets in
+        r0, r1 = max(0, math.ceil(y - radius) - 1), min(height, math.floor(y + radius) + 2)
+        c0, c1 = max(0, math.ceil(x - radius) - 1), min(width, math.floor(x + radius) + 2)
         if r0 >= r1 or c0 >= c1:
             continue  # the disk lies entirely outside the map
-        dy2 = (np.arange(r0, r1, dtype=np.float64) - y)[:, None] ** 2
-        dx2 = (np.arange(c0, c1, dtype=np.float64) - x)[None, :] ** 2
+        dy2 = (np.arange(r0, r1, dtype=np.float32) - y32)[:, None] ** 2
+        dx2 = (np.arange(c0, c1, dtype=np.float32) - x32)[None, :] ** 2
         channel = 0 if pos == 1.0 else 1
         maps[channel, r0:r1, c0:c1][dy2 + dx2 <= r2] = 1.0
     return maps

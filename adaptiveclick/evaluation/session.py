@@ -103,7 +103,9 @@ class InteractiveSession:
 
     Each :meth:`step` asks the oracle for a click from the current error (``probs > pred_threshold``),
     runs the predictor with all clicks and the previous probabilities, and records the IoU at the image
-    resolution.  :meth:`run` steps until ``max_clicks`` or IoU >= ``stop_iou`` (compared in float32).
+    resolution (recorded in float32, as the official ``np.array(ious, dtype=np.float32)``).  :meth:`run` steps
+    until ``max_clicks`` or IoU >= ``stop_iou``, compared on the float64 IoU as the official ``evaluate_sample``
+    compares ``get_iou``'s value (float32 would stop at 0.89999998, which rounds to float32(0.9)).
     Everything runs under ``torch.no_grad()``.
     """
 
@@ -131,6 +133,7 @@ class InteractiveSession:
         self.protocol = protocol
         self.clicks: List[Click] = []
         self.ious: List[float] = []
+        self._last_iou = 0.0  # float64 IoU of the last click (the stop test)
         self.probs = np.zeros(shape, dtype=np.float32)
         self.model_time = 0.0
         self.total_time = 0.0
@@ -145,7 +148,7 @@ class InteractiveSession:
     def done(self) -> bool:
         if len(self.ious) >= self.protocol.max_clicks:
             return True
-        return bool(self.ious) and np.float32(self.ious[-1]) >= np.float32(self.protocol.stop_iou)
+        return bool(self.ious) and self._last_iou >= self.protocol.stop_iou
 
     @property
     def prediction(self) -> np.ndarray:
@@ -189,10 +192,10 @@ class InteractiveSession:
         self.clicks.append(click)
         with torch.no_grad():
             self.probs = self._check_probs(self._predict())
-        iou = np.float32(mask_iou(self.prediction, self.gt, self.ignore))
-        self.ious.append(float(iou))
+        self._last_iou = float(mask_iou(self.prediction, self.gt, self.ignore))
+        self.ious.append(float(np.float32(self._last_iou)))
         self.total_time += time.perf_counter() - start
-        return float(iou)
+        return self.ious[-1]
 
     def run(self) -> InstanceResult:
         """Step until done; returns the :class:`InstanceResult`."""
