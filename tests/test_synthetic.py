@@ -136,6 +136,14 @@ def test_cache_is_reused_and_keyed_by_parameters(tmp_path, names, monkeypatch, c
     record = json.load(open(os.path.join(folder, "000001.json")))
     assert record["params"] == {"generator_version": synthetic.GENERATOR_VERSION, "image_size": 48, "seed": 0,
                                 "index": 1}
+    # so is one whose annotation carries a bad box mode (valid JSON, wrong content)
+    record["annotations"][0]["bbox_mode"] = 99
+    with open(os.path.join(folder, "000001.json"), "w") as f:
+        json.dump(record, f)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert DatasetCatalog.get("test_syn_a") == first
+    assert "regenerating" in caplog.text
 
 
 def test_config_registration(tmp_path, default_synthetic_restored):

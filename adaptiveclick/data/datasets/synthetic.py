@@ -255,11 +255,11 @@ def _read_cached(png: str, js: str, params: dict) -> Optional[List[dict]]:
         if record.get("params") != params:
             raise ValueError(f"parameters {record.get('params')} differ from {params}")
         annotations = record["annotations"]
-    except (ValueError, KeyError, AttributeError) as e:
+        for a in annotations:
+            a["bbox_mode"] = BoxMode(a["bbox_mode"])
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
         logger.warning(f"regenerating the synthetic image of {js}: unusable cache entry ({e})")
         return None
-    for a in annotations:
-        a["bbox_mode"] = BoxMode(a["bbox_mode"])
     return annotations
 
 
