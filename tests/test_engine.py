@@ -641,3 +641,108 @@ def test_pinned_loader_batches_train_on_cuda(tmp_path):
     total = sum(losses.values())
     assert torch.isfinite(total) and total.device.type == "cuda"
     total.backward()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# strict checkpoint loading
+
+
+def _saved(tmp_path, name, state):
+    path = tmp_path / name
+    torch.save({"model": state}, path)
+    return str(path)
+
+
+def test_strict_load_rejects_other_shapes_and_names_them(tmp_path):
+    from adaptiveclick.engine import CheckpointError
+
+    source = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    path = _saved(tmp_path, "narrow.pth", source.state_dict())
+    model = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as e:
+        AtomicCheckpointer(model).load(path)
+    message = str(e.value)
+    assert path in message and "3 tensor(s) of another shape" in message
+    assert "0.weight (checkpoint (4, 3), model (5, 3))" in message and "1.bias" not in message
+    assert "strict=False" in message
+    # non-strict: detectron2's behaviour, the mis-shaped tensors keep their values, the others load
+    AtomicCheckpointer(model, strict=False).load(path)
+    assert torch.equal(model[1].bias, source[1].bias)
+    assert torch.equal(model[0].weight, before["0.weight"])
+
+
+def test_strict_load_rejects_missing_keys_listing_ten_and_the_count(tmp_path):
+    from adaptiveclick.engine import CheckpointError
+
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(8)])  # 16 tensors
+    with pytest.raises(CheckpointError, match=r"16 model parameter\(s\)/buffer\(s\) not in the checkpoint: "
+                                              r"0\.weight, 0\.bias, .*4\.bias, \.\.\. \(6 more\)") as e:
+        AtomicCheckpointer(model).load(_saved(tmp_path, "empty.pth", {}))
+    assert "empty.pth" in str(e.value) and "5.weight" not in str(e.value)
+    partial = {k: v for k, v in model.state_dict().items() if k != "7.bias"}
+    with pytest.raises(CheckpointError, match=r"1 model parameter\(s\)/buffer\(s\) not in the checkpoint: 7\.bias\. "):
+        AtomicCheckpointer(model).load(_saved(tmp_path, "partial.pth", partial))
+    # buffers count, non-persistent ones do not (they are never saved)
+    with_buffers = nn.BatchNorm1d(2)
+    with_buffers.register_buffer("scratch", torch.zeros(2), persistent=False)
+    state = with_buffers.state_dict()
+    del state["running_var"]
+    with pytest.raises(CheckpointError, match="running_var"):
+        AtomicCheckpointer(with_buffers).load(_saved(tmp_path, "bn.pth", state))
+
+
+def test_unexpected_keys_only_warn(tmp_path, caplog):
+    model = nn.Linear(3, 2)
+    state = dict(model.state_dict(), **{"extra.weight": torch.ones(1), "head.bias": torch.zeros(3)})
+    target = nn.Linear(3, 2)
+    with caplog.at_level(logging.WARNING, logger="adaptiveclick.engine.checkpoint"):
+        AtomicCheckpointer(target).load(_saved(tmp_path, "extra.pth", state))
+    assert torch.equal(target.weight, model.weight) and torch.equal(target.bias, model.bias)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "adaptiveclick.engine.checkpoint"]
+    assert len(warnings) == 1
+    assert "extra.pth" in warnings[0] and "2 key(s)" in warnings[0]
+    assert "extra.weight" in warnings[0] and "head.bias" in warnings[0]
+
+
+def test_strict_round_trip_of_the_tiny_model_and_another_width_refused(tmp_path):
+    from detectron2.modeling import build_model
+
+    from adaptiveclick.engine import CheckpointError
+    from adaptiveclick.modeling import AdaptiveClick  # registers the meta-architectures
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(tmp_path))
+    assert isinstance(model, AdaptiveClick)
+    AtomicCheckpointer(model, save_dir=str(tmp_path)).save("model_final")
+    torch.manual_seed(1)
+    fresh = build_model(tiny_cfg(tmp_path))
+    assert not torch.equal(fresh.state_dict()["backbone.net.pos_embed"], model.state_dict()["backbone.net.pos_embed"])
+    AtomicCheckpointer(fresh).load(str(tmp_path / "model_final.pth"))  # strict by default: nothing missing
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+    # the audit's case: a ViT of width 48 into the 96-wide tiny model
+    narrow = build_model(tiny_cfg(tmp_path, "MODEL.VIT.EMBED_DIM", 48))
+    AtomicCheckpointer(narrow, save_dir=str(tmp_path / "narrow")).save("model_final")
+    with pytest.raises(CheckpointError, match=r"tensor\(s\) of another shape: .*\(checkpoint \(1, \d+, 48\), "
+                                              r"model \(1, \d+, 96\)\).*\(\d+ more\)"):
+        AtomicCheckpointer(fresh).load(str(tmp_path / "narrow" / "model_final.pth"))
+
+
+def test_trainer_loads_weights_strictly_unless_asked_and_always_resumes_strictly(tmp_path):
+    from adaptiveclick.engine import CheckpointError
+
+    batch = [make_sample(rect(16, 16, 2, 9, 2, 9), [(5, 5, 1)])]
+    weights = _saved(tmp_path, "other.pth", {"w": torch.ones(3)})  # ToyModel's w has 2 values
+    cfg = tiny_cfg(tmp_path / "run", "MODEL.WEIGHTS", weights)
+    trainer = _stub_trainer(ToyModel, batch)(cfg)
+    with pytest.raises(CheckpointError, match=r"other\.pth.*w \(checkpoint \(3,\), model \(2,\)\)"):
+        trainer.resume_or_load(resume=False)
+    trainer.resume_or_load(resume=False, strict=False)  # fine-tuning: what fits (nothing here) is loaded
+    assert torch.equal(trainer.model.w.detach(), torch.tensor([1.0, -2.0])) and trainer.checkpointer.strict
+
+    # a checkpoint in OUTPUT_DIR of another model: resuming is strict even with strict=False
+    AtomicCheckpointer(nn.Linear(2, 2), save_dir=str(tmp_path / "run")).save("model_0000004")
+    with pytest.raises(CheckpointError, match=r"model_0000004\.pth.*not in the checkpoint: w"):
+        _stub_trainer(ToyModel, batch)(cfg).resume_or_load(resume=True, strict=False)

@@ -264,6 +264,18 @@ def test_from_config_loads_weights_and_any_image_size(tmp_path, tiny_model):
         InteractivePredictor.from_config_file(str(tmp_path / "none.yaml"))
 
 
+def test_zoom_in_and_flip_default_to_the_config_and_threshold_takes_any_real(tmp_path):
+    off = InteractivePredictor.from_config_file(TINY, opts=["MODEL.DEVICE", "cpu", "TEST.NOC.FLIP", False,
+                                                            "TEST.NOC.ZOOM_IN.ENABLED", False])
+    assert off.zoom_in_params is None and not off.flip
+    on = InteractivePredictor.from_config_file(TINY, opts=["MODEL.DEVICE", "cpu"], flip=False)
+    assert on.zoom_in_params is not None and not on.flip  # an explicit argument wins over the config
+    p = InteractivePredictor(on.model, threshold=np.float32(0.5))
+    assert p.threshold == 0.5 and isinstance(p.threshold, float) and p.flip and p.zoom_in_params is not None
+    with pytest.raises(ValueError, match=r"a real number in \[0, 1\)"):
+        InteractivePredictor(on.model, threshold=np.bool_(True))
+
+
 @pytest.mark.cuda
 def test_cuda_matches_cpu(tiny_model):
     import copy
@@ -320,3 +332,112 @@ def test_visualize_cli_writes_overlay_and_mask(tmp_path):
     with pytest.raises(ValueError, match="outside the image"):
         _visualize_module().main(["--config-file", TINY, "--image", str(tmp_path / "in.png"), "--clicks", "60,1,+",
                                   "--output", str(out), "--device", "cpu"])
+
+
+def test_predictor_refuses_a_checkpoint_that_does_not_fit(tmp_path, tiny_model):
+    from adaptiveclick.engine.checkpoint import AtomicCheckpointer, CheckpointError
+
+    AtomicCheckpointer(tiny_model, save_dir=str(tmp_path)).save("width96")
+    path = str(tmp_path / "width96.pth")
+    with pytest.raises(CheckpointError, match=r"width96\.pth does not fit the model .*tensor\(s\) of another shape: "
+                                              r".*\(checkpoint \(1, \d+, 96\), model \(1, \d+, 48\)\)"):
+        InteractivePredictor(tiny_cfg(**{"MODEL.WEIGHTS": path, "MODEL.VIT.EMBED_DIM": 48}))
+    torch.save({"model": {}}, tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match=r"empty\.pth .*model parameter\(s\)/buffer\(s\) not in the checkpoint"):
+        InteractivePredictor(tiny_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "empty.pth")}))
+
+
+def _encoded(array, fmt="PNG", **kwargs):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _exif_rotated_jpeg():
+    """A JPEG stored 20 x 40 (left half white, right half black) with EXIF orientation 6: displayed 40 x 20
+    (rotated 90 degrees clockwise: white on top)."""
+    from PIL import Image
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encoded(stored, "JPEG", exif=exif, quality=95)
+
+
+def test_visualize_reads_images_like_the_web_demo(tmp_path):
+    vis = _visualize_module()
+    web = vis._web_demo()  # tools/demo/web.py: its decode_image is the one reader of both demos
+    assert web.decode_image is vis._web_demo().decode_image
+    grey16 = np.array([[0, 128, 129, 257], [32896, 40000, 65280, 65535]], np.uint16)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 2] = 180
+    rgba[:, :2, 3] = 255  # left half opaque blue, right half transparent
+    cases = {"grey16.png": _encoded(grey16), "grey16.tif": _encoded(grey16, "TIFF"), "rgba.png": _encoded(rgba),
+             "rotated.jpg": _exif_rotated_jpeg(),
+             "float.tif": _encoded(np.array([[0.0, 0.5], [0.75, 1.0]], np.float32), "TIFF")}
+    decoded = {}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        decoded[name] = vis.read_image(str(tmp_path / name))
+        assert decoded[name].dtype == np.uint8 and decoded[name].shape[2] == 3
+        np.testing.assert_array_equal(decoded[name], web.decode_image(data, max_pixels=None, formats=None))
+    # 16-bit: round(v / 257) in every channel (PIL's convert("RGB") used to clip this to 0 / 255)
+    expected16 = np.array([[0, 0, 1, 1], [128, 156, 254, 255]], np.uint8)
+    np.testing.assert_array_equal(decoded["grey16.png"], np.repeat(expected16[..., None], 3, axis=2))
+    np.testing.assert_array_equal(decoded["grey16.tif"], decoded["grey16.png"])
+    np.testing.assert_array_equal(decoded["float.tif"][..., 0], [[0, 128], [191, 255]])
+    # alpha composited on white, as the web demo does
+    np.testing.assert_array_equal(decoded["rgba.png"][:, :2], np.broadcast_to([0, 0, 180], (3, 2, 3)))
+    np.testing.assert_array_equal(decoded["rgba.png"][:, 2:], np.full((3, 2, 3), 255))
+    # EXIF orientation applied: 40 rows x 20 columns, white on top
+    rotated = decoded["rotated.jpg"].astype(int)
+    assert rotated.shape == (40, 20, 3)
+    assert rotated[:18].min() > 200 and rotated[22:].max() < 55
+
+
+def test_visualize_uses_displayed_coordinates(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "rotated.jpg").write_bytes(_exif_rotated_jpeg())
+    out, mask = tmp_path / "overlay.png", tmp_path / "mask.png"
+    # row 35 exists only in the displayed (rotated) image, which has 40 rows
+    assert _visualize_module().main(["--config-file", TINY, "--image", str(tmp_path / "rotated.jpg"),
+                                     "--clicks", "35,5,+", "--output", str(out), "--mask-output", str(mask),
+                                     "--device", "cpu", "--no-zoom-in"]) == 0
+    assert np.asarray(Image.open(out)).shape[:2] == (40, 20)
+    assert np.asarray(Image.open(mask)).shape == (40, 20)
+    # a click outside the displayed image is an error before any model is loaded (the config does not exist)
+    with pytest.raises(ValueError, match=r"click 2 \(5, 20\) is outside the image.* 40 rows and 20 columns"):
+        _visualize_module().main(["--config-file", "no/such/config.yaml", "--image", str(tmp_path / "rotated.jpg"),
+                                  "--clicks", "35,5,+;5,20,+", "--output", str(out)])
+
+
+def test_visualize_unreadable_images_are_clear_errors(tmp_path):
+    png = _encoded(rgb(30, 40))
+    files = {"truncated.png": (png[: len(png) - 50], "truncated"), "header.png": (png[:30], "image"),
+             "text.png": (b"this is not an image", "not an image"), "empty.png": (b"", "empty"),
+             "neg.tif": (_encoded(np.array([[-3, 4]], np.int32), "TIFF"), "negative")}
+    for name, (data, reason) in files.items():
+        (tmp_path / name).write_bytes(data)
+    files["missing.png"] = (None, "No such file")
+    files[""] = (None, "directory")  # tmp_path itself
+    for name, (_, reason) in files.items():
+        path = str(tmp_path / name) if name else str(tmp_path)
+        with pytest.raises(ValueError) as info:  # before loading a model: the config does not exist
+            _visualize_module().main(["--config-file", "no/such/config.yaml", "--image", path, "--clicks", "1,1,+",
+                                      "--output", str(tmp_path / "out.png")])
+        message = str(info.value)
+        assert message.startswith(f"cannot read --image {path}: ") and reason in message, message
+    # the script: one "error:" line naming the file, exit status 2, no traceback
+    bad = str(tmp_path / "truncated.png")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo", "visualize.py"), "--config-file", TINY,
+                           "--image", bad, "--clicks", "1,1,+", "--output", str(tmp_path / "out.png")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: cannot read --image {bad}: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.png").exists()

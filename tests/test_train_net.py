@@ -115,3 +115,66 @@ def test_corrupt_weights_give_a_clear_error(tmp_path, content):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert str(weights) in proc.stderr
+
+
+def test_eval_only_without_weights_stops_with_a_message(tmp_path):
+    env = _env(tmp_path)
+    proc = subprocess.run(_cmd(tmp_path / "out", "--eval-only"), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "--eval-only has nothing to evaluate: MODEL.WEIGHTS is empty" in proc.stderr
+    assert not (tmp_path / "out" / "noc").exists()
+    proc = subprocess.run(_cmd(tmp_path / "out", "--eval-only", "--resume"), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "has no checkpoint" in proc.stderr
+    # evaluate_noc.py the same way, unless --random-weights asks for the random initialisation
+    evaluate = [sys.executable, os.path.join(REPO, "tools", "evaluate_noc.py"), "--config-file",
+                os.path.join(REPO, "configs/synthetic/tiny.yaml"), "OUTPUT_DIR", str(tmp_path / "out")]
+    proc = subprocess.run(evaluate, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr and "--random-weights" in proc.stderr
+
+
+def _tool(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_{name}_tool", os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_argument_checks(tmp_path):
+    tiny = os.path.join(REPO, "configs/synthetic/tiny.yaml")
+    train_net = _tool("train_net")
+    parser = train_net.build_parser()
+    assert parser.parse_args(["--config-file", tiny, "--partial-weights"]).partial_weights
+    with pytest.raises(SystemExit) as e:
+        train_net.check_args(parser, parser.parse_args(["--config-file", tiny, "--eval-only", "--partial-weights",
+                                                        "MODEL.WEIGHTS", "w.pth"]))
+    assert e.value.code == 2
+    train_net.check_args(parser, parser.parse_args(["--config-file", tiny, "--eval-only", "MODEL.WEIGHTS", "w.pth"]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("model_0000009.pth")
+    args = parser.parse_args(["--config-file", tiny, "--eval-only", "--resume", "OUTPUT_DIR", str(out)])
+    train_net.check_args(parser, args)
+    cfg = train_net.load_config_file(args.config_file, args.opts)
+    assert train_net.weights_to_evaluate(cfg, True) == str(out / "model_0000009.pth")
+
+    evaluate_noc = _tool("evaluate_noc")
+    parser = evaluate_noc.build_parser()
+    evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny, "--random-weights"]))
+    evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny, "--weights", "w.pth"]))
+    with pytest.raises(SystemExit) as e:
+        evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny]))
+    assert e.value.code == 2
+
+
+def test_eval_only_refuses_weights_that_do_not_fit(tmp_path):
+    weights = tmp_path / "empty_model.pth"
+    torch.save({"model": {}}, weights)
+    proc = subprocess.run(_cmd(tmp_path / "out", "--eval-only", "MODEL.WEIGHTS", str(weights)), env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "CheckpointError" in proc.stderr and str(weights) in proc.stderr
+    assert "not in the checkpoint: backbone." in proc.stderr
+    assert not (tmp_path / "out" / "noc").exists()

@@ -150,8 +150,9 @@ def tiny_model():
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    import adaptiveclick.modeling  # noqa: F401
     from adaptiveclick.config import add_adaptiveclick_config
+
+    importlib.import_module("adaptiveclick.modeling")  # registers the architecture with detectron2
 
     torch.manual_seed(0)
     cfg = get_cfg()
@@ -260,6 +261,89 @@ def test_upload_rejections_keep_the_server_up():
     assert ok.status_code == 200 and (ok.get_json()["height"], ok.get_json()["width"]) == (40, 30)
 
 
+def _scaled(values, top):
+    """Hand-computed expectation of decode_image: round(v * 255 / top), grey in all three channels."""
+    grey = np.floor(np.asarray(values, np.float64) * 255.0 / top + 0.5).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def test_decode_16_bit_greyscale_by_its_full_range():
+    values = np.array([[0, 128, 129, 257, 32896], [40000, 65279, 65280, 65534, 65535]], np.uint16)
+    png = encode(values)
+    assert Image.open(io.BytesIO(png)).mode in ("I;16", "I")  # Pillow keeps the 16 bits
+    expected = np.array([[0, 0, 1, 1, 128], [156, 254, 254, 255, 255]], np.uint8)  # round(v / 257)
+    np.testing.assert_array_equal(expected, _scaled(values, 65535)[..., 0])
+    decoded = web.decode_image(png)
+    np.testing.assert_array_equal(decoded, np.repeat(expected[..., None], 3, axis=-1))
+    # a nearly black 16-bit image stays nearly black (no stretch), a nearly white one stays white
+    dark = (np.arange(24, dtype=np.uint16) * 10).reshape(4, 6)
+    assert web.decode_image(encode(dark)).max() == 1
+    bright = np.full((4, 6), 65535, np.uint16)
+    bright[0, 0] = 0
+    np.testing.assert_array_equal(web.decode_image(encode(bright))[..., 0], _scaled(bright, 65535)[..., 0])
+    # big-endian 16-bit TIFF (any type is accepted with formats=None) gives the same pixels
+    tiff = encode(values, "TIFF")
+    np.testing.assert_array_equal(web.decode_image(tiff, formats=None), decoded)
+    # the one transparent value of a 16-bit PNG (tRNS) is composited on white
+    with_trns = web.decode_image(encode(values, transparency=0))
+    assert (with_trns[0, 0] == 255).all() and (with_trns[1:, :] == decoded[1:, :]).all()
+    # through the server: the model gets (and the page shows) the scaled image, not a white one
+    client = web.create_app(stub_factory()).test_client()
+    body = upload(client, png).get_json()
+    shown = np.asarray(decode_data_url(body["image"]).convert("RGB"))
+    np.testing.assert_array_equal(shown, decoded)
+
+
+def test_decode_32_bit_and_float_greyscale():
+    i32 = np.array([[0, 2 ** 23, 2 ** 30], [2 ** 31 - 2 ** 23, 2 ** 31 - 1, 12345]], np.int32)
+    got = web.decode_image(encode(i32, "TIFF"), formats=None)
+    np.testing.assert_array_equal(got, _scaled(i32, 2 ** 31 - 1))
+    np.testing.assert_array_equal(got[..., 0], [[0, 1, 128], [254, 255, 0]])
+    with pytest.raises(web.ImageError, match="negative"):
+        web.decode_image(encode(np.array([[-5, 7]], np.int32), "TIFF"), formats=None)
+    f = np.array([[0.0, 0.25, 0.5], [0.75, 1.0, 0.002]], np.float32)
+    got = web.decode_image(encode(f, "TIFF"), formats=None)
+    np.testing.assert_array_equal(got[..., 0], [[0, 64, 128], [191, 255, 1]])  # round(v * 255)
+    for bad, match in ((np.array([[0.0, 2.0]], np.float32), r"\[0, 2\]"),
+                       (np.array([[-1.0, 0.5]], np.float32), r"\[-1, 0.5\]"),
+                       (np.array([[np.nan, 0.5]], np.float32), "NaN")):
+        with pytest.raises(web.ImageError, match=match) as info:
+            web.decode_image(encode(bad, "TIFF"), formats=None)
+        assert info.value.status == 400 and "[0, 1]" in str(info.value)
+    # the server takes PNG, JPEG, BMP and WebP only
+    with pytest.raises(web.ImageError, match="TIFF") as info:
+        web.decode_image(encode(f, "TIFF"))
+    assert info.value.status == 415
+
+
+def test_decode_exif_orientation_and_alpha_by_pixel():
+    stored = np.zeros((2, 3, 3), np.uint8)
+    stored[0, 0] = (255, 0, 0)  # top left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    got = web.decode_image(encode(stored, exif=exif))
+    assert got.shape == (3, 2, 3)
+    np.testing.assert_array_equal(got[0, 1], (255, 0, 0))  # now the top right
+    np.testing.assert_array_equal(got, np.rot90(stored, k=-1))
+    la = np.zeros((2, 2, 2), np.uint8)
+    la[..., 0] = 100
+    la[0, :, 1] = 255  # top row opaque grey 100, bottom row transparent
+    got = web.decode_image(encode(la))
+    np.testing.assert_array_equal(got[0], np.full((2, 3), 100))
+    np.testing.assert_array_equal(got[1], np.full((2, 3), 255))
+
+
+def test_decode_corrupt_images_name_the_reason():
+    png = encode(make_image(20, 30))
+    with pytest.raises(web.ImageError, match="truncated") as info:
+        web.decode_image(png[: len(png) - 40])
+    assert info.value.status == 400
+    for data in (png[:30], b"\x89PNG\r\n\x1a\n" + b"x" * 40, b"not an image at all"):
+        with pytest.raises(web.ImageError) as info:
+            web.decode_image(data, formats=None)
+        assert info.value.status == 400 and "image" in str(info.value)
+
+
 # ------------------------------------------------------------------------------------------ clicks
 def test_bad_requests_get_json_errors_and_the_server_stays_up(app):
     client = app.test_client()
@@ -289,6 +373,45 @@ def test_bad_requests_get_json_errors_and_the_server_stays_up(app):
     ok = click(client, H // 2, W // 2)
     assert ok.status_code == 200, ok.get_json()
     assert ok.get_json()["n_clicks"] == 1
+
+
+def test_oversized_json_body_gets_413_naming_the_limit():
+    app = web.create_app(stub_factory(), max_upload_bytes=1000)
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    client = app.test_client()
+    assert upload(client, encode(make_image(8, 10))).status_code == 200  # a PNG under 1000 bytes
+    big = json.dumps({"row": 1, "col": 2, "positive": True, "pad": "x" * limit})
+    message = error_of(client.post("/api/click", data=big, content_type="application/json"), 413)
+    assert "too large" in message and str(limit) in message
+    # an upload over the request limit still names the file limit
+    assert "1000 bytes" in error_of(upload(client, b"\0" * (limit + 10)), 413)
+    # and the session still works
+    ok = click(client, 4, 5)
+    assert ok.status_code == 200 and ok.get_json()["n_clicks"] == 1
+
+
+@pytest.mark.parametrize("args, name", [
+    (["--max-upload-mb", "nan"], "--max-upload-mb"), (["--max-upload-mb", "inf"], "--max-upload-mb"),
+    (["--max-upload-mb", "-inf"], "--max-upload-mb"), (["--max-upload-mb", "0"], "--max-upload-mb"),
+    (["--max-upload-mb", "-2"], "--max-upload-mb"), (["--max-upload-mb", "1e-9"], "--max-upload-mb"),
+    (["--max-upload-mb", "1e300"], "--max-upload-mb"), (["--max-upload-mb", "ten"], "--max-upload-mb"),
+    (["--port", "70000"], "--port"), (["--port", "-1"], "--port"), (["--port", "80.5"], "--port"),
+    (["--max-pixels", "0"], "--max-pixels"), (["--max-pixels", "nan"], "--max-pixels"),
+    (["--max-sessions", "0"], "--max-sessions"), (["--max-sessions", "-3"], "--max-sessions"),
+    (["MODEL.DEVICE"], "KEY VALUE"),
+])
+def test_command_line_numbers_are_checked_before_loading_a_model(args, name, capsys):
+    # the config file does not exist: reaching the model loader would fail differently
+    with pytest.raises(SystemExit) as info:
+        web.main(["--config-file", "no/such/config.yaml", *args])
+    assert info.value.code == 2
+    assert name in capsys.readouterr().err
+
+
+def test_command_line_accepts_good_numbers():
+    args = web.build_parser().parse_args(["--config-file", "c.yaml", "--max-upload-mb", "0.5", "--port", "0",
+                                          "--max-pixels", "100", "--max-sessions", "1"])
+    assert (args.max_upload_mb, args.port, args.max_pixels, args.max_sessions) == (0.5, 0, 100, 1)
 
 
 def test_click_undo_reset_with_stub_mask():

@@ -12,6 +12,10 @@ holds all metrics.
 
 ``--int8`` evaluates a copy of the model with int8 dynamically quantised linear layers (CPU only,
 adaptiveclick.utils.quantize): the way to measure what the predictor's ``quantize="int8"`` costs in NoC.
+
+The checkpoint loads strictly: a tensor of another shape, or a model parameter the file lacks, stops with
+``CheckpointError`` listing the keys.  Without ``--weights`` / ``MODEL.WEIGHTS`` the script stops (exit code
+2, as ``tools/train_net.py --eval-only``) unless ``--random-weights`` asks for the random initialisation.
 """
 
 import logging
@@ -23,9 +27,20 @@ from detectron2.modeling import build_model
 from detectron2.utils import comm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from adaptiveclick.config import load_config_file  # noqa: E402
 from adaptiveclick.engine import AtomicCheckpointer, setup_cfg  # noqa: E402
 from adaptiveclick.evaluation import noc_test  # noqa: E402
 from adaptiveclick.utils.run_info import write_json  # noqa: E402
+
+
+NO_WEIGHTS = ("nothing to evaluate: --weights and MODEL.WEIGHTS are empty; pass --weights path/to/model.pth "
+              "(or --random-weights to evaluate the random initialisation on purpose)")
+
+
+def check_args(parser, args) -> None:
+    """Argument errors found before the processes start (``parser.error``: message and exit code 2)."""
+    if not (args.weights or args.random_weights or load_config_file(args.config_file, args.opts).MODEL.WEIGHTS):
+        parser.error(NO_WEIGHTS)
 
 
 def setup(args):
@@ -44,10 +59,12 @@ def main(args):
     from adaptiveclick.data.datasets import register_datasets_from_config
 
     register_datasets_from_config(cfg)  # DATASETS.ROOT / SYNTHETIC.* of this config
-    model = build_model(cfg)
     if not cfg.MODEL.WEIGHTS:
-        logging.getLogger("adaptiveclick").warning("no --weights / MODEL.WEIGHTS given: evaluating random weights")
-    # a missing or unreadable file raises an error naming it
+        if not getattr(args, "random_weights", False):
+            raise ValueError(NO_WEIGHTS)
+        logging.getLogger("adaptiveclick").warning("--random-weights: evaluating the random initialisation")
+    model = build_model(cfg)
+    # a missing or unreadable file, or one whose tensors do not fit the model, raises an error naming it
     AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
     model.eval()
     out_dir = os.path.join(cfg.OUTPUT_DIR, "noc")
@@ -72,12 +89,17 @@ def build_parser():
     parser.add_argument("--weights", default="", help="checkpoint to evaluate (sets MODEL.WEIGHTS)")
     parser.add_argument("--datasets", default="",
                         help="comma-separated registered dataset names (default TEST.NOC.DATASETS or DATASETS.TEST)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="without --weights / MODEL.WEIGHTS, evaluate the random initialisation (e.g. to time "
+                             "the protocol) instead of stopping")
     parser.add_argument("--int8", action="store_true",
                         help="evaluate the int8 dynamically quantised model (CPU only; results in OUTPUT_DIR/noc_int8)")
     return parser
 
 
 if __name__ == "__main__":
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    check_args(parser, args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -6,19 +6,41 @@ system).  A process killed mid-write leaves at most a stray temporary file, whic
 checkpoint name, is never listed as a checkpoint and is removed by :meth:`AtomicCheckpointer.remove_stale_temp_files`;
 the previous checkpoint and the tag naming it stay intact.  The tag is updated only after its checkpoint is
 in place, so it never names a missing or partial file.
+
+Loading is strict by default: a checkpoint whose parameters do not fit the model (a tensor of another shape,
+or a model parameter / buffer the file does not hold) raises :class:`CheckpointError` naming the file and the
+keys, instead of fvcore's log line and a model left partly at its random initialisation.  Keys of the file
+that the model does not have only give a warning.  ``AtomicCheckpointer(..., strict=False)`` loads what fits
+(fine-tuning from a different model; ``tools/train_net.py --partial-weights``).
 """
 
 import glob
+import logging
 import os
 import tempfile
-from typing import Callable, List
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from fvcore.common.checkpoint import _filter_reused_missing_keys
 
-__all__ = ["atomic_write", "AtomicCheckpointer", "CheckpointError", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "AtomicCheckpointer", "CheckpointError", "TEMP_SUFFIX", "OPTIONAL_KEYS"]
 
 TEMP_SUFFIX = ".tmp"
+
+# state-dict keys that the model rebuilds from its config, so a checkpoint may lack them (files written by
+# other tools): the set criterion's class weights (MODEL.ADAPTIVECLICK.NO_OBJECT_WEIGHT / CLASS_WEIGHTS)
+OPTIONAL_KEYS = frozenset({"criterion.empty_weight"})
+
+# keys listed in a message; the count of the others is given
+_LISTED_KEYS = 10
+
+logger = logging.getLogger(__name__)
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_LISTED_KEYS])
+    return shown + (f", ... ({len(items) - _LISTED_KEYS} more)" if len(items) > _LISTED_KEYS else "")
 
 
 def atomic_write(path: str, write: Callable, binary: bool = True) -> None:
@@ -54,7 +76,8 @@ def atomic_write(path: str, write: Callable, binary: bool = True) -> None:
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (empty, truncated, not a checkpoint)."""
+    """A checkpoint file that cannot be read (empty, truncated, not a checkpoint), or, when loading strictly,
+    whose parameters do not fit the model (other shapes, parameters missing)."""
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -62,8 +85,70 @@ class AtomicCheckpointer(DetectionCheckpointer):
 
     Same constructor and loading behaviour as detectron2's (``resume_or_load``, ``has_checkpoint``, model
     conversion), except that an unreadable file raises :class:`CheckpointError` naming it (detectron2 lets
-    the unpickler's bare ``EOFError`` / ``UnpicklingError`` through); ``save_dir`` must be a local folder.
+    the unpickler's bare ``EOFError`` / ``UnpicklingError`` through) and that loading is strict unless
+    ``strict=False``; ``save_dir`` must be a local folder.
+
+    Args:
+        strict: when True (default), :meth:`load` / :meth:`resume_or_load` raise :class:`CheckpointError`
+            (naming the file, the first keys and their count) if a tensor of the file has another shape than
+            the model's or a model parameter or buffer is not in the file (:data:`OPTIONAL_KEYS` excepted).
+            The error comes after the tensors that fit were copied into the model and before any other
+            checkpointable (optimizer, scheduler, ...) is loaded.  When False, as detectron2: those
+            parameters keep their current values and are only logged (for fine-tuning from another model).
+            Keys of the file that the model lacks give a warning either way.  The attribute ``strict`` can
+            be changed between loads.
     """
+
+    def __init__(self, model, save_dir: str = "", *, strict: bool = True, save_to_disk: Optional[bool] = None,
+                 **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.strict = strict
+        self._loading: Optional[str] = None  # the file being loaded, for the messages
+
+    def load(self, path, *args, **kwargs):
+        self._loading = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = None
+            # detectron2 resets this only after a successful load; a failed one would block every later load
+            self._parsed_url_during_load = None
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        # a parameter shared between modules and loaded under one of its names is not missing (model order kept)
+        kept = set(_filter_reused_missing_keys(self.model, incompatible.missing_keys)) - OPTIONAL_KEYS
+        missing = [k for k in incompatible.missing_keys if k in kept]
+        incompatible = incompatible._replace(missing_keys=missing)
+        if self.strict and (missing or incompatible.incorrect_shapes):
+            problems = []
+            if incompatible.incorrect_shapes:
+                shapes = [f"{k} (checkpoint {tuple(c)}, model {tuple(m)})"
+                          for k, c, m in incompatible.incorrect_shapes]
+                problems.append(f"{len(shapes)} tensor(s) of another shape: {_listing(shapes)}")
+            if missing:
+                problems.append(f"{len(missing)} model parameter(s)/buffer(s) not in the checkpoint: "
+                                f"{_listing(missing)}")
+            if incompatible.unexpected_keys:
+                problems.append(f"{len(incompatible.unexpected_keys)} checkpoint key(s) unknown to the model: "
+                                f"{_listing(incompatible.unexpected_keys)}")
+            raise CheckpointError(
+                f"checkpoint {self._loading} does not fit the model ({type(self.model).__name__}): "
+                + "; ".join(problems) + ". Was it written for another config? (To load only the tensors that "
+                "fit, e.g. to fine-tune, use AtomicCheckpointer(..., strict=False) / tools/train_net.py "
+                "--partial-weights; MAE ImageNet weights go to MODEL.VIT.PRETRAINED.)")
+        return incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        unexpected = list(incompatible.unexpected_keys)
+        if unexpected:
+            logger.warning(f"checkpoint {self._loading} holds {len(unexpected)} key(s) that the model "
+                           f"({type(self.model).__name__}) does not use, ignored: {_listing(unexpected)}")
+        skipped = len(incompatible.missing_keys) + len(incompatible.incorrect_shapes)
+        if skipped:
+            logger.warning(f"loading {self._loading} non-strictly: {skipped} model parameter(s)/buffer(s) keep "
+                           "their initial values (listed below)")
+        super()._log_incompatible_keys(incompatible._replace(unexpected_keys=[]))
 
     def _load_file(self, filename: str):
         local = self.path_manager.get_local_path(filename)

@@ -337,9 +337,20 @@ class ClickTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
-    def resume_or_load(self, resume: bool = True):
-        """detectron2's, then a warning when the ViT starts from random weights (:func:`random_init_warning`)."""
-        super().resume_or_load(resume=resume)
+    def resume_or_load(self, resume: bool = True, *, strict: bool = True):
+        """detectron2's, then a warning when the ViT starts from random weights (:func:`random_init_warning`).
+
+        Loading is strict (:class:`AtomicCheckpointer`): a checkpoint whose tensors do not fit the model raises
+        :class:`~.checkpoint.CheckpointError`.  ``strict=False`` loads only the tensors of ``MODEL.WEIGHTS``
+        that fit (fine-tuning from another model); resuming from ``OUTPUT_DIR`` is strict either way, since the
+        optimizer state must match the model."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        previous = self.checkpointer.strict
+        self.checkpointer.strict = strict or resuming
+        try:
+            super().resume_or_load(resume=resume)
+        finally:
+            self.checkpointer.strict = previous
         message = random_init_warning(self.cfg, resumed=self.start_iter > 0)
         if message and comm.is_main_process():
             logger.warning(message)

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -75,9 +75,12 @@ class InteractivePredictor:
         device: where the model runs; default ``cfg.MODEL.DEVICE`` for a config, the model's device for a
             model.  A given model is moved there.
         zoom_in: True (the protocol's zoom-in; parameters from ``cfg.TEST.NOC.ZOOM_IN``, or the
-            AdaptiveClick defaults for a model), False, or a :class:`ZoomInParams`.
-        flip: horizontal-flip averaging of the logits.
-        threshold: mask = probs > threshold; default ``cfg.TEST.NOC.PRED_THRESHOLD`` (0.49).
+            AdaptiveClick defaults for a model), False, or a :class:`ZoomInParams`; default
+            ``cfg.TEST.NOC.ZOOM_IN.ENABLED`` for a config, True for a model.
+        flip: horizontal-flip averaging of the logits; default ``cfg.TEST.NOC.FLIP`` for a config, True for
+            a model.
+        threshold: mask = probs > threshold (a real number in [0, 1)); default ``cfg.TEST.NOC.PRED_THRESHOLD``
+            (0.49).
         compile: opt-in ``torch.compile`` of the network (``model.compile_network``): True for the device's
             default mode (CUDA graphs, "reduce-overhead", on CUDA; "default" elsewhere) or a mode name.  The
             first click at each new input size compiles (tens of seconds); if compiling fails, a warning is
@@ -88,8 +91,8 @@ class InteractivePredictor:
             ``tools/evaluate_noc.py --int8`` (README, Speed).  ``self.model`` is then that copy.
     """
 
-    def __init__(self, cfg_or_model, device=None, zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
-                 threshold: Optional[float] = None, compile: Union[bool, str] = False,
+    def __init__(self, cfg_or_model, device=None, zoom_in: Union[None, bool, ZoomInParams] = None,
+                 flip: Optional[bool] = None, threshold: Optional[float] = None, compile: Union[bool, str] = False,
                  quantize: Optional[str] = None):
         params = ZoomInParams()
         if _is_cfg(cfg_or_model):
@@ -101,6 +104,10 @@ class InteractivePredictor:
                                   prob_threshold=z.PROB_THRESHOLD)
             if threshold is None:
                 threshold = cfg.TEST.NOC.PRED_THRESHOLD
+            if zoom_in is None:
+                zoom_in = bool(z.ENABLED)
+            if flip is None:
+                flip = bool(cfg.TEST.NOC.FLIP)
         elif isinstance(cfg_or_model, torch.nn.Module):
             model = cfg_or_model
             if device is not None:
@@ -108,6 +115,8 @@ class InteractivePredictor:
         else:
             raise TypeError("cfg_or_model must be a detectron2 CfgNode or a torch.nn.Module, "
                             f"got {type(cfg_or_model).__name__}")
+        zoom_in = True if zoom_in is None else zoom_in
+        flip = True if flip is None else flip
         if isinstance(zoom_in, ZoomInParams):
             params, zoom_in = zoom_in, True
         elif not isinstance(zoom_in, (bool, np.bool_)):
@@ -115,8 +124,9 @@ class InteractivePredictor:
         if not isinstance(flip, (bool, np.bool_)):
             raise TypeError(f"flip must be a bool, got {flip!r}")
         threshold = 0.49 if threshold is None else threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
+        if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, Real) or not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must be a real number in [0, 1), got {threshold!r}")
+        threshold = float(threshold)
         if not isinstance(compile, (bool, str)):
             raise TypeError(f"compile must be a bool or a torch.compile mode name, got {compile!r}")
         from adaptiveclick.utils.quantize import QUANTIZE_CHOICES, quantize_dynamic_int8
@@ -144,7 +154,7 @@ class InteractivePredictor:
 
     @classmethod
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts=(), device=None,
-                         zoom_in: Union[bool, ZoomInParams] = True, flip: bool = True,
+                         zoom_in: Union[None, bool, ZoomInParams] = None, flip: Optional[bool] = None,
                          threshold: Optional[float] = None, compile: Union[bool, str] = False,
                          quantize: Optional[str] = None) -> "InteractivePredictor":
         """Build from a YAML config (``opts``: KEY VALUE overrides; ``weights`` sets MODEL.WEIGHTS)."""
@@ -176,7 +186,9 @@ class InteractivePredictor:
         if weights:
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS not found: {weights}")
-            AtomicCheckpointer(model).load(weights)  # corrupt files raise CheckpointError naming the file
+            # strict: a corrupt file, or one whose tensors do not fit the model (other shapes, parameters
+            # missing), raises CheckpointError naming the file and the keys
+            AtomicCheckpointer(model, strict=True).load(weights)
         else:
             logger.warning("InteractivePredictor: no MODEL.WEIGHTS given, the model has random weights")
         return model

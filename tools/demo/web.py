@@ -7,7 +7,7 @@
 Options: ``--host`` (default 127.0.0.1, this machine only: the server has no authentication, so bind a
 public address only on a network you trust), ``--port``, ``--max-upload-mb``, ``--max-pixels``,
 ``--max-sessions``, ``--device``, ``--no-zoom-in``, ``--no-flip`` and trailing ``KEY VALUE`` config
-overrides.
+overrides.  The numbers are checked when the arguments are parsed, before the model is loaded.
 
 The server uses Flask: it is small and well kept, it is a plain WSGI application much like the standard
 library's servers (no build step, no JavaScript tool chain, no async framework), and its test client drives
@@ -22,15 +22,17 @@ used one is dropped when a new one starts.
 JSON API (errors are 4xx/5xx JSON ``{"error": message}``; the server keeps running):
 
 * ``POST /api/image``: multipart form with a file field ``image`` (PNG, JPEG, BMP or WebP, checked by
-  decoding it with Pillow; EXIF orientation applied; alpha composited on white).  413 when the upload or
-  its pixel count is over the limit, 415 for another image type, 400 when it is not a readable image.
+  decoding it with Pillow; EXIF orientation applied; alpha composited on white; 16-bit greyscale scaled
+  by its full range, see :func:`decode_image`).  413 when the upload or its pixel count is over the limit,
+  415 for another image type, 400 when it is not a readable image.
   Starts (or reuses) a session and drops its clicks.  Returns ``session``, ``width``, ``height`` and
   ``image`` (a data URL of the image as the server decoded it, for display).
 * ``POST /api/click`` ``{"row": int, "col": int, "positive": bool}`` (0-based pixel of the image, row
   first), ``POST /api/undo``, ``POST /api/reset``: return the state: ``clicks``, ``n_clicks``, ``ms``
   (model time of the last click, 0 for a restored state), ``server_ms``, ``mask_area``, ``width``,
   ``height`` and ``overlay`` (a data URL of an RGBA PNG of the image size: tinted mask, its outline, and
-  green / red dots at the positive / negative clicks, to draw over the image).
+  green / red dots at the positive / negative clicks, to draw over the image).  A JSON body larger than
+  the request limit gets 413 naming it.
 * ``GET /api/mask.png``: the current mask as a PNG (mode L, 0 background / 255 object) of the image size.
 * ``GET /``: the page.
 """
@@ -40,6 +42,7 @@ import base64
 import io
 import ipaddress
 import logging
+import math
 import os
 import secrets
 import sys
@@ -47,15 +50,17 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
-from flask import Flask, jsonify, request, send_file, send_from_directory
 from PIL import Image, ImageOps, UnidentifiedImageError
-from werkzeug.exceptions import HTTPException
-from werkzeug.utils import secure_filename
 
-__all__ = ["create_app", "decode_image", "render_overlay", "mask_png", "ImageError", "main"]
+# Flask (and Werkzeug) are imported where the server is built, in create_app() and main(): decode_image() is
+# also the image reader of tools/demo/visualize.py, which must work without them.
+if TYPE_CHECKING:
+    import flask
+
+__all__ = ["create_app", "decode_image", "render_overlay", "mask_png", "ImageError", "build_parser", "main"]
 
 logger = logging.getLogger("adaptiveclick")
 
@@ -91,50 +96,138 @@ class ApiError(Exception):
 
 
 # ------------------------------------------------------------------------------------------ images
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an uploaded PNG / JPEG / BMP / WebP into uint8 RGB (H, W, 3); raise :class:`ImageError`.
+_FORMAT_NAMES = {"WEBP": "WebP"}
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
-    The type is what Pillow recognises in the bytes, not the file name or the declared content type.
-    The pixel count is checked from the header, before the pixels are decoded.
+
+def _format_list(formats) -> str:
+    names = [_FORMAT_NAMES.get(f, f) for f in formats]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _raw_mode(img: Image.Image) -> str:
+    """How the file stores the samples (the raw mode of the first tile: "I;16B" for a 16-bit PNG, "I;32S"
+    for a signed 32-bit TIFF, ...); "" when unknown.  Read it before loading: loading clears the tiles."""
+    try:
+        args = img.tile[0][3]
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else ""
+
+
+def _integer_sample_type(mode: str, raw_mode: str):
+    """numpy type of the samples of an integer greyscale image (Pillow mode I or I;16*) as the file has them."""
+    if mode.startswith("I;16") or raw_mode.startswith("I;16"):
+        return np.int16 if raw_mode.startswith("I;16") and raw_mode.endswith("S") else np.uint16
+    if raw_mode.startswith("I;32") and not raw_mode.endswith("S"):
+        return np.uint32
+    return np.int32  # how Pillow itself keeps mode I
+
+
+def _wide_grey_to_rgb(img: Image.Image, raw_mode: str) -> np.ndarray:
+    """uint8 RGB of a greyscale image with more than 8 bits a sample (mode I;16*, I or F); see decode_image."""
+    values = np.asarray(img)
+    if img.mode == "F":
+        finite = np.isfinite(values)
+        if not finite.all() or values.min() < 0.0 or values.max() > 1.0:
+            lo, hi = (values[finite].min(), values[finite].max()) if finite.any() else (np.nan, np.nan)
+            extra = " and NaN or infinite samples" if not finite.all() else ""
+            raise ImageError(f"floating-point (mode F) image with samples in [{lo:g}, {hi:g}]{extra}: only "
+                             "values in [0, 1] are accepted (0 black, 1 white); convert it to 8 bits first")
+        grey = np.floor(values.astype(np.float64) * 255.0 + 0.5)
+    else:
+        kind = _integer_sample_type(img.mode, raw_mode)
+        samples = values.astype(np.int64)
+        if kind is np.uint32:
+            samples &= 0xFFFFFFFF  # Pillow keeps unsigned 32-bit samples in int32: undo the wrap-around
+        top = int(np.iinfo(kind).max)
+        if samples.min() < 0:
+            raise ImageError(f"{np.dtype(kind).name} greyscale image with negative samples (down to "
+                             f"{int(samples.min())}): only 0 (black) .. {top} (white) are accepted; "
+                             "convert it to 8 bits first")
+        grey = np.floor(np.minimum(samples, top) * (255.0 / top) + 0.5)
+    grey = grey.astype(np.uint8)
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, (int, float)) and not isinstance(transparent, bool):
+        grey[values == transparent] = 255  # the one transparent value (PNG tRNS), composited on white
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def decode_image(data: bytes, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                 formats: Optional[Sequence[str]] = ALLOWED_FORMATS) -> np.ndarray:
+    """Decode image bytes into uint8 RGB (H, W, 3); raise :class:`ImageError` saying why not.
+
+    The one image reader of both demos, so that they cannot drift apart: the upload of this server (the
+    defaults) and ``tools/demo/visualize.py --image`` (``max_pixels=None, formats=None``).
+
+    * The type is what Pillow recognises in the bytes, not a file name or a declared content type; it must
+      be one of ``formats`` (Pillow format names; ``None``: any type Pillow reads), else status 415.
+    * ``max_pixels`` is checked from the header, before the pixels are decoded (status 413); with ``None``
+      only Pillow's own decompression-bomb limit applies.
+    * The EXIF orientation is applied: rows and columns are those of the image as displayed.
+    * Transparency (RGBA, LA, PA, a palette or a single transparent value) is composited on white.
+    * Greyscale with more than 8 bits a sample is scaled by the full range of its sample type, never by the
+      values it happens to hold (no min-max stretch).  16-bit (mode I;16*, or mode I read from 16-bit
+      samples): v -> round(v / 257), so 0..65535 -> 0..255; unsigned 32-bit: v -> round(v * 255 / (2**32 - 1));
+      signed types (int16, int32 -- Pillow's mode I) map 0..max to 0..255 and an image with a negative
+      sample is rejected.  Floating-point images (mode F) are accepted only with every sample in [0, 1]
+      (v -> round(v * 255)); other values, NaN or infinity are rejected with their range, not guessed at.
+    * Other modes (1, L, P, RGB, CMYK, YCbCr, ...) are converted to RGB by Pillow.
+
+    Status of the error: 413 for too many pixels, 415 for a type not in ``formats``, 400 otherwise
+    (empty, unreadable, corrupt or truncated data, or samples out of range as above).
     """
     if not data:
-        raise ImageError("the uploaded file is empty")
+        raise ImageError("the file is empty")
+    expected = f" (expected {_format_list(formats)})" if formats else ""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is checked below
-            img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+            if max_pixels is not None:  # checked below, with a clearer message than Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(formats) if formats else None)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}", 413) from None
     except UnidentifiedImageError:
         kind = None
-        try:  # name the type when it is an image of a type we do not accept
-            with Image.open(io.BytesIO(data)) as other:
-                kind = other.format
-        except Exception:
-            pass
+        if formats:  # name the type when it is an image of a type we do not accept
+            try:
+                with Image.open(io.BytesIO(data)) as other:
+                    kind = other.format
+            except Exception:
+                pass
         if kind:
-            raise ImageError(f"unsupported image type {kind}: upload PNG, JPEG, BMP or WebP", 415) from None
-        raise ImageError("the upload is not an image Pillow can read (expected PNG, JPEG, BMP or WebP)") from None
+            raise ImageError(f"unsupported image type {kind}: use {_format_list(formats)}", 415) from None
+        raise ImageError(f"not an image Pillow can read{expected}") from None
+    except Exception as e:  # a header Pillow recognises but cannot parse
+        raise ImageError(f"not a readable image{expected}: {type(e).__name__}: {e}") from None
     with img:
+        fmt, raw_mode = img.format, _raw_mode(img)
         w, h = img.size
         if w < 1 or h < 1:
             raise ImageError(f"image has an empty size {w}x{h}")
-        if w * h > max_pixels:
+        if max_pixels is not None and w * h > max_pixels:
             raise ImageError(f"image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}", 413)
         try:
             img.load()
         except Exception as e:  # truncated or corrupt pixel data
-            raise ImageError(f"cannot decode the {img.format} image (corrupt or truncated): {e}") from None
+            raise ImageError(f"cannot decode the {fmt} image (corrupt or truncated): {e}") from None
         try:
             oriented = ImageOps.exif_transpose(img)
         except Exception:  # an unreadable EXIF block leaves the pixels as stored
             oriented = img
-        if oriented.mode in ("RGBA", "LA", "PA") or "transparency" in oriented.info:
-            rgba = oriented.convert("RGBA")
-            rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-            rgb.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            rgb = oriented.convert("RGB")
+        mode = oriented.mode
+        if mode in ("I", "F") or mode.startswith("I;16"):
+            return _wide_grey_to_rgb(oriented, raw_mode)
+        try:
+            if mode in _ALPHA_MODES or "transparency" in oriented.info:
+                rgba = oriented.convert("RGBA")
+                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+                rgb.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                rgb = oriented.convert("RGB")
+        except Exception as e:  # a mode Pillow cannot turn into RGB
+            raise ImageError(f"cannot convert the {fmt} image of mode {mode} to RGB: {e}") from None
         return np.asarray(rgb, dtype=np.uint8).copy()
 
 
@@ -235,7 +328,7 @@ def _positive_int(name, value):
 
 
 def create_app(predictor_factory: Callable, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_sessions: int = DEFAULT_MAX_SESSIONS, max_pixels: int = DEFAULT_MAX_PIXELS) -> Flask:
+               max_sessions: int = DEFAULT_MAX_SESSIONS, max_pixels: int = DEFAULT_MAX_PIXELS) -> "flask.Flask":
     """The Flask application of the demo.
 
     ``predictor_factory()`` returns a fresh :class:`~adaptiveclick.inference.InteractivePredictor` (or an
@@ -248,6 +341,9 @@ def create_app(predictor_factory: Callable, max_upload_bytes: int = DEFAULT_MAX_
     _positive_int("max_upload_bytes", max_upload_bytes)
     _positive_int("max_sessions", max_sessions)
     _positive_int("max_pixels", max_pixels)
+    from flask import Flask, jsonify, request, send_file, send_from_directory
+    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+    from werkzeug.utils import secure_filename
 
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes + _MULTIPART_SLACK
@@ -264,9 +360,11 @@ def create_app(predictor_factory: Callable, max_upload_bytes: int = DEFAULT_MAX_
 
     @app.errorhandler(HTTPException)
     def _http_error(e):
-        if e.code == 413:
+        if e.code == 413 and request.path == "/api/image":
             msg = (f"upload too large: the limit is {max_upload_bytes} bytes "
                    f"({max_upload_bytes / 2 ** 20:.1f} MiB)")
+        elif e.code == 413:
+            msg = f"request body too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes"
         else:
             msg = e.description or e.name
         return jsonify(error=msg), e.code
@@ -307,6 +405,8 @@ def create_app(predictor_factory: Callable, max_upload_bytes: int = DEFAULT_MAX_
                            f"{request.content_type or 'no content type'!r}", 415)
         try:
             body = request.get_json(force=True, silent=False)
+        except RequestEntityTooLarge:
+            raise  # 413 naming the limit (_http_error), not "not valid JSON"
         except HTTPException:
             raise ApiError("the request body is not valid JSON", 400) from None
         if not isinstance(body, dict):
@@ -431,6 +531,38 @@ def create_app(predictor_factory: Callable, max_upload_bytes: int = DEFAULT_MAX_
 
 
 # ------------------------------------------------------------------------------------------ command line
+MAX_UPLOAD_MB = 2.0 ** 20  # 1 TiB: far beyond any image, and the byte count stays a machine-size integer
+
+
+def _int_arg(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:
+    """argparse type: an integer in ``lo..hi`` (no upper bound when ``hi`` is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"in {lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
+
+
+def _upload_mb_arg(text: str) -> float:
+    """argparse type of ``--max-upload-mb``: a finite number of MiB, at least one byte, at most 1 TiB."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of MiB greater than 0, got {text!r}")
+    if int(value * 2 ** 20) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one byte ({2.0 ** -20:.3g} MiB), got {text!r}")
+    if value > MAX_UPLOAD_MB:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_UPLOAD_MB:.0f} (1 TiB), got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -438,16 +570,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="", help="checkpoint (sets MODEL.WEIGHTS); random weights if none")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; there is no authentication)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2 ** 20,
+    parser.add_argument("--port", type=_int_arg(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--max-upload-mb", type=_upload_mb_arg, default=DEFAULT_MAX_UPLOAD_BYTES / 2 ** 20,
                         help="largest accepted upload in MiB (default 10)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=_int_arg(1), default=DEFAULT_MAX_PIXELS,
                         help=f"largest accepted image in pixels (default {DEFAULT_MAX_PIXELS})")
-    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+    parser.add_argument("--max-sessions", type=_int_arg(1), default=DEFAULT_MAX_SESSIONS,
                         help="browser sessions kept at once, least recently used dropped first (default 32)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default MODEL.DEVICE)")
-    parser.add_argument("--no-zoom-in", action="store_true", help="predict on the whole image every click")
-    parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip averaging")
+    parser.add_argument("--no-zoom-in", action="store_true",
+                        help="predict on the whole image every click (default: TEST.NOC.ZOOM_IN.ENABLED of the config)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="no horizontal-flip averaging (default: TEST.NOC.FLIP of the config)")
     parser.add_argument("--int8", action="store_true",
                         help="CPU: predict with int8 dynamically quantised linear layers (faster; see the README)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
@@ -456,13 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.max_upload_mb <= 0:
-        raise SystemExit(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"--port must be in 0..65535, got {args.port}")
+    parser = build_parser()
+    args = parser.parse_args(argv)  # the numbers are checked by their argparse types, before any model loads
     if len(args.opts) % 2:
-        raise SystemExit(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+        parser.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
     from detectron2.utils.logger import setup_logger
     from werkzeug.serving import make_server
 
@@ -471,8 +602,9 @@ def main(argv=None) -> None:
 
     setup_logger(name="adaptiveclick")
     base = InteractivePredictor.from_config_file(args.config_file, weights=args.weights or None, opts=args.opts,
-                                                 device=args.device, zoom_in=not args.no_zoom_in,
-                                                 flip=not args.no_flip, quantize="int8" if args.int8 else None)
+                                                 device=args.device, zoom_in=False if args.no_zoom_in else None,
+                                                 flip=False if args.no_flip else None,
+                                                 quantize="int8" if args.int8 else None)
 
     def factory():  # every session shares the one model (int8 already applied) and the settings of ``base``
         return InteractivePredictor(base.model, device=base.device,
