@@ -231,14 +231,7 @@ def test_min_object_area_and_empty_samples(tmp_path):
     # an object below min_object_area stays labelled for the sampler (RITM keeps its pixels non-background)
     big = rect((5, 30), (5, 30))
     mapper = ClickTrainingMapper(**IDENTITY_AUG, seed=0)
-    seen = {}
-    real_sample = mapper.sampler.sample
-
-    def spy(masks, rng, **kwargs):
-        seen.update(masks=masks, **kwargs)
-        return real_sample(masks, rng, **kwargs)
-
-    mapper.sampler.sample = spy
+    seen = _spy_sampler(mapper)
     mapper(make_dict(tmp_path, [big, small], name="two"))
     assert len(seen["masks"]) == 1
     np.testing.assert_array_equal(seen["masks"][0], big)
