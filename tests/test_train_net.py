@@ -164,9 +164,11 @@ def test_tool_argument_checks(tmp_path):
     parser = evaluate_noc.build_parser()
     evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny, "--random-weights"]))
     evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny, "--weights", "w.pth"]))
-    with pytest.raises(SystemExit) as e:
-        evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny]))
-    assert e.value.code == 2
+    for extra in ([], ["--weights", "w.pth", "--resume"], ["--weights", "w.pth", "--eval-only"]):
+        with pytest.raises(SystemExit) as e:  # no weights; train_net's flags, which this tool does not read
+            evaluate_noc.check_args(parser, parser.parse_args(["--config-file", tiny] + extra))
+        assert e.value.code == 2
+    assert "--weights model.pth" in parser.epilog
 
 
 def test_eval_only_refuses_weights_that_do_not_fit(tmp_path):

@@ -39,6 +39,9 @@ NO_WEIGHTS = ("nothing to evaluate: --weights and MODEL.WEIGHTS are empty; pass 
 
 def check_args(parser, args) -> None:
     """Argument errors found before the processes start (``parser.error``: message and exit code 2)."""
+    if args.resume or args.eval_only:
+        parser.error("--resume and --eval-only belong to tools/train_net.py; evaluate_noc.py always evaluates "
+                     "--weights / MODEL.WEIGHTS")
     if not (args.weights or args.random_weights or load_config_file(args.config_file, args.opts).MODEL.WEIGHTS):
         parser.error(NO_WEIGHTS)
 
@@ -84,8 +87,16 @@ def main(args):
     return results
 
 
+EPILOG = """
+Examples:
+    $ tools/evaluate_noc.py --config-file cfg.yaml --weights model.pth --datasets grabcut,davis
+    $ tools/evaluate_noc.py --num-gpus 8 --config-file cfg.yaml --weights model.pth TEST.NOC.MAX_CLICKS 20
+(--resume and --eval-only are tools/train_net.py's: this script always evaluates --weights / MODEL.WEIGHTS)
+"""
+
+
 def build_parser():
-    parser = default_argument_parser()
+    parser = default_argument_parser(epilog=EPILOG)
     parser.add_argument("--weights", default="", help="checkpoint to evaluate (sets MODEL.WEIGHTS)")
     parser.add_argument("--datasets", default="",
                         help="comma-separated registered dataset names (default TEST.NOC.DATASETS or DATASETS.TEST)")
