@@ -7,11 +7,13 @@ no hierarchy).  Distributions match the official sampler; the random streams do 
 """
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from adaptiveclick.utils.checks import check_int
 
 from .click import Click, as_mask, as_optional_mask, check_rng, training_click_array
 
@@ -60,12 +62,6 @@ def _check_prob(value, name):
     return float(value)
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class MultiPointSampler:
     """Chooses the target object(s) of a training sample and samples its initial clicks.
 
@@ -84,12 +80,12 @@ class MultiPointSampler:
                  max_num_merged_objects: int = 2, expand_ratio: float = 0.1, positive_erode_prob: float = 0.9,
                  positive_erode_iters: int = 3,
                  negative_strategy_probs: Sequence[float] = (0.1, 0.4, 0.5)):
-        self.max_num_points = _check_int(max_num_points, "max_num_points", 1)
+        self.max_num_points = check_int(max_num_points, "max_num_points", 1)
         if isinstance(prob_gamma, bool) or not isinstance(prob_gamma, Real) or not 0.0 < prob_gamma <= 1.0:
             raise ValueError(f"prob_gamma must be in (0, 1], got {prob_gamma!r}")
         self.prob_gamma = float(prob_gamma)
         self.merge_objects_prob = _check_prob(merge_objects_prob, "merge_objects_prob")
-        self.max_num_merged_objects = _check_int(max_num_merged_objects, "max_num_merged_objects", 1)
+        self.max_num_merged_objects = check_int(max_num_merged_objects, "max_num_merged_objects", 1)
         if self.max_num_merged_objects > self.max_num_points:
             raise ValueError(f"max_num_merged_objects ({max_num_merged_objects}) must not exceed max_num_points "
                              f"({max_num_points}): each merged object gets one positive click")
@@ -97,7 +93,7 @@ class MultiPointSampler:
             raise ValueError(f"expand_ratio must be a number >= 0, got {expand_ratio!r}")
         self.expand_ratio = float(expand_ratio)
         self.positive_erode_prob = _check_prob(positive_erode_prob, "positive_erode_prob")
-        self.positive_erode_iters = _check_int(positive_erode_iters, "positive_erode_iters", 0)
+        self.positive_erode_iters = check_int(positive_erode_iters, "positive_erode_iters", 0)
         probs = [_check_prob(p, f"negative_strategy_probs[{i}]") for i, p in enumerate(negative_strategy_probs)]
         if len(probs) != len(NEGATIVE_STRATEGIES) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
             raise ValueError(f"negative_strategy_probs must be {len(NEGATIVE_STRATEGIES)} probabilities "
@@ -180,11 +176,8 @@ class MultiPointSampler:
             labelled = as_mask(labelled, "labelled", (height, width))
             if (union & ~labelled).any():
                 raise ValueError("labelled must cover every object of masks")
-        if num_all_objects is None:
-            num_all_objects = num_objects
-        elif isinstance(num_all_objects, bool) or not isinstance(num_all_objects, Integral) \
-                or num_all_objects < num_objects:
-            raise ValueError(f"num_all_objects must be an integer >= the {num_objects} masks, got {num_all_objects!r}")
+        num_all_objects = num_objects if num_all_objects is None else \
+            check_int(num_all_objects, "num_all_objects (at least the number of masks)", num_objects)
 
         if num_objects == 0:
             target = np.zeros((height, width), dtype=bool)

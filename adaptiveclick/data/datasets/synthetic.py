@@ -20,12 +20,13 @@ import json
 import logging
 import os
 import tempfile
-from numbers import Integral
 from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 from detectron2.structures import BoxMode
+
+from adaptiveclick.utils.checks import check_int
 
 from .common import loader, make_annotation, register_dataset
 
@@ -161,21 +162,15 @@ def _distinct_colour(rng: np.random.Generator, reference: np.ndarray) -> np.ndar
     return candidates[np.argmax(np.linalg.norm(candidates - reference, axis=1))]
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def generate_synthetic_sample(index: int, image_size: int = 256, seed: int = 0) -> Tuple[np.ndarray, List[np.ndarray]]:
     """Image ``index`` of the synthetic dataset ``(image_size, seed)``.
 
     Returns ``(image, masks)``: uint8 (S, S, 3) RGB and a list of bool (S, S) visible-instance masks, bottom
     to top; the masks are pairwise disjoint and each has at least ``max(12, 0.002 S^2)`` pixels.
     """
-    index = _check_int(index, "index", 0)
-    size = _check_int(image_size, "image_size", MIN_IMAGE_SIZE)
-    seed = _check_int(seed, "seed", 0)
+    index = check_int(index, "index", 0)
+    size = check_int(image_size, "image_size", MIN_IMAGE_SIZE)
+    seed = check_int(seed, "seed", 0)
     rng = np.random.default_rng([seed, index])
     unit = size / 256.0
     min_area = max(12, int(0.002 * size * size))
@@ -301,9 +296,9 @@ def register_synthetic(name: str, num_images: int, image_size: int = 256, seed: 
     Lazy: images are generated (or read from the cache) by ``DatasetCatalog.get(name)``.  The cache folder
     is resolved now (``cache_dir``, else $ADAPTIVECLICK_CACHE, else ~/.cache/adaptiveclick).
     """
-    num_images = _check_int(num_images, "num_images", 1)
-    image_size = _check_int(image_size, "image_size", MIN_IMAGE_SIZE)
-    seed = _check_int(seed, "seed", 0)
+    num_images = check_int(num_images, "num_images", 1)
+    image_size = check_int(image_size, "image_size", MIN_IMAGE_SIZE)
+    seed = check_int(seed, "seed", 0)
     folder = synthetic_cache_dir(image_size, seed, cache_dir)
     register_dataset(name, loader(load_synthetic, name=name, num_images=num_images, image_size=image_size,
                                   seed=seed, cache_dir=folder),

@@ -218,9 +218,9 @@ class CAMDDecoder(nn.Module):
         if caam_pooling not in CAAM_POOLINGS:
             raise ValueError(f"caam_pooling must be one of {CAAM_POOLINGS}, got {caam_pooling!r}")
         self.caam_pooling = caam_pooling
-        if isinstance(dec_layers, bool) or not isinstance(dec_layers, int) or dec_layers < 1:
-            raise ValueError(f"dec_layers must be >= 1 (predictions incl. the one from the queries), got {dec_layers}")
-        for value, name in ((num_queries, "num_queries (MODEL.ADAPTIVECLICK.NUM_QUERIES)"),
+        for value, name in ((dec_layers, "dec_layers (MODEL.ADAPTIVECLICK.DEC_LAYERS; predictions incl. the one "
+                                         "from the queries)"),
+                            (num_queries, "num_queries (MODEL.ADAPTIVECLICK.NUM_QUERIES)"),
                             (hidden_dim, "hidden_dim (MODEL.ADAPTIVECLICK.HIDDEN_DIM)"),
                             (nheads, "nheads (MODEL.ADAPTIVECLICK.NHEADS)"),
                             (dim_feedforward, "dim_feedforward (MODEL.ADAPTIVECLICK.DIM_FEEDFORWARD)"),
