@@ -317,6 +317,27 @@ def test_stuff_joins_as_roots_with_stuff_prob_else_is_background(tmp_path):
         ClickTrainingMapper(stuff_prob=1.5)
 
 
+def test_objects_and_stuff_of_one_packed_file_read_it_once(tmp_path, monkeypatch):
+    import adaptiveclick.data.datasets.common as common
+
+    stuff = rect((70, 95), (0, 40))
+    d = make_dict(tmp_path, [])
+    d["stuff"] = _packed_stuff(tmp_path, [OBJ_A, stuff])  # object 0: an instance, object 1: stuff
+    d["stuff"]["first_object"] = 1
+    d["annotations"] = [{"mask_file": d["stuff"]["mask_file"], "mask_object": 0, "bbox": [10, 10, 50, 40],
+                         "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0}]
+    reads = []
+    real_read = common.read_label_map
+    monkeypatch.setattr(common, "read_label_map", lambda path: reads.append(path) or real_read(path))
+    mapper = ClickTrainingMapper(**IDENTITY_AUG, stuff_prob=1.0, seed=0)
+    seen = _spy_sampler(mapper)
+    mapper(d)
+    assert reads == [d["stuff"]["mask_file"]]
+    assert len(seen["masks"]) == 2
+    np.testing.assert_array_equal(seen["masks"][0], OBJ_A)
+    np.testing.assert_array_equal(seen["masks"][1], stuff)
+
+
 def test_redraw_until_an_object_survives(tmp_path):
     tiny = rect((2, 5), (120, 123))
     d = make_dict(tmp_path, [tiny])

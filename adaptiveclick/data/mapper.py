@@ -409,10 +409,11 @@ class ClickTrainingMapper(DatasetMapper):
 
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dict(dataset_dict), image)
-        masks, ignore = load_instance_masks(dataset_dict)
+        mask_files = {}  # each mask file decoded once: COCO+LVIS objects and stuff share one packed file
+        masks, ignore = load_instance_masks(dataset_dict, cache=mask_files)
         parents = _parents(dataset_dict)
         if self.stuff_prob > 0 and dataset_dict.get("stuff") is not None and rng.random() < self.stuff_prob:
-            stuff = load_stuff_masks(dataset_dict)  # RITM CocoLvisDataset: stuff joins as root objects
+            stuff = load_stuff_masks(dataset_dict, cache=mask_files)  # RITM: stuff joins as root objects
             masks, parents = list(masks) + stuff, parents + [None] * len(stuff)
         height, width = image.shape[:2]
         for i, m in enumerate(masks):

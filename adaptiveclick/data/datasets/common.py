@@ -217,22 +217,26 @@ def read_label_map(path: str):
     return _read_image_label_map(path)
 
 
-def _read_label_map_for(path: str, where: str):
-    """:func:`read_label_map`, its errors naming the annotation and the file (a truncated ``.mat`` or
-    ``.pickle`` otherwise raises without the path)."""
+def _cached_label_map(path: str, cache: Dict[str, object], where: str):
+    """:func:`read_label_map` of ``path``, read once per ``cache``; its errors name the annotation and the file
+    (a truncated ``.mat`` or ``.pickle`` otherwise raises without the path)."""
+    if path in cache:
+        return cache[path]
     try:
-        return read_label_map(path)
+        cache[path] = read_label_map(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{where}: {e}") from None
     except Exception as e:  # noqa: BLE001 -- any reader's failure, re-raised with the file named
         if path in str(e):
             raise ValueError(f"{where}: {e}") from e
         raise ValueError(f"{where}: cannot read mask file {path}: {type(e).__name__}: {e}") from e
+    return cache[path]
 
 
-def load_stuff_masks(dataset_dict: dict) -> List[np.ndarray]:
+def load_stuff_masks(dataset_dict: dict, cache: Optional[Dict[str, object]] = None) -> List[np.ndarray]:
     """The stuff segments of ``dataset_dict["stuff"]`` (module docstring) as bool (H, W) masks; [] without
-    the key."""
+    the key.  ``cache``: the one given to :func:`load_instance_masks` for the same dict, so that the packed file
+    its objects were decoded from is not read again."""
     stuff = dataset_dict.get("stuff")
     if stuff is None:
         return []
@@ -240,7 +244,7 @@ def load_stuff_masks(dataset_dict: dict) -> List[np.ndarray]:
     if not isinstance(stuff, dict) or "mask_file" not in stuff or not _is_int(stuff.get("first_object")) \
             or stuff["first_object"] < 0:
         raise ValueError(f"{where}: must be {{'mask_file': path, 'first_object': int >= 0}}, got {stuff!r}")
-    label = _read_label_map_for(os.fspath(stuff["mask_file"]), where)
+    label = _cached_label_map(os.fspath(stuff["mask_file"]), {} if cache is None else cache, where)
     if not isinstance(label, _PackedLayers):
         raise ValueError(f"{where}: {stuff['mask_file']} is not a packed-layer .pickle file")
     return [label.object_mask(k, where) for k in range(int(stuff["first_object"]), len(label.mapping))]
@@ -262,9 +266,7 @@ def _decode_entry(entry, height, width, cache: Dict[str, object], where: str) ->
         raise ValueError(f"{where}: 'segmentation' must be an RLE dict or a polygon list, got {type(seg).__name__}")
     if "mask_file" in entry:
         path = os.fspath(entry["mask_file"])
-        if path not in cache:
-            cache[path] = _read_label_map_for(path, where)
-        label = cache[path]
+        label = _cached_label_map(path, cache, where)
         if isinstance(label, _PackedLayers):
             k = entry.get("mask_object")
             if not _is_int(k):
@@ -278,13 +280,16 @@ def _decode_entry(entry, height, width, cache: Dict[str, object], where: str) ->
                      f"got keys {sorted(entry)}")
 
 
-def load_instance_masks(dataset_dict: dict) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+def load_instance_masks(dataset_dict: dict, cache: Optional[Dict[str, object]] = None
+                        ) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
     """Decode the object masks and the ignore region of a dataset dict (data contract).
 
     Returns ``(masks, ignore)``: one bool (H, W) array per entry of ``dataset_dict["annotations"]`` (in
     order; a dict without the key has no objects) and a bool (H, W) array or None.  Raises
     FileNotFoundError for a missing mask file and ValueError for an unknown annotation form or when a mask's
     size differs from the dict's ``height``/``width`` (or from the other masks when those are absent).
+    Every mask file is read once; ``cache`` (a dict, filled here) keeps them for a later
+    :func:`load_stuff_masks` of the same dict.
     """
     if not isinstance(dataset_dict, dict):
         raise TypeError(f"dataset_dict must be a dict, got {type(dataset_dict).__name__}")
@@ -297,7 +302,7 @@ def load_instance_masks(dataset_dict: dict) -> Tuple[List[np.ndarray], Optional[
     if not isinstance(annotations, (list, tuple)):
         raise TypeError(f"{name}: 'annotations' must be a list, got {type(annotations).__name__}")
 
-    cache: Dict[str, object] = {}
+    cache = {} if cache is None else cache
     expected = (height, width) if height is not None and width is not None else None
     decoded = []
     entries = [(f"{name}: annotation {i}", a) for i, a in enumerate(annotations)]
