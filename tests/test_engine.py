@@ -72,13 +72,14 @@ class ToyModel(nn.Module):
     """Records every call.  Eval: logits +-8 of the toy predictor.  Train: losses of one parameter; the loss
     term ``loss_b`` becomes NaN at the training calls listed in ``nan_at``."""
 
-    def __init__(self, nan_at=(), nan_logits=False):
+    def __init__(self, nan_at=(), nan_logits=False, nan_grad_at=()):
         super().__init__()
         self.w = nn.Parameter(torch.tensor([1.0, -2.0]))
         self.calls = []
         self.train_calls = 0
         self.nan_at = set(nan_at)
         self.nan_logits = nan_logits
+        self.nan_grad_at = set(nan_grad_at)
 
     def forward(self, batched_inputs):
         self.calls.append({"training": self.training, "grad": torch.is_grad_enabled(),
@@ -88,6 +89,8 @@ class ToyModel(nn.Module):
         if self.training:
             self.train_calls += 1
             b = self.w.sum() * (float("nan") if self.train_calls in self.nan_at else 1.0)
+            if self.train_calls in self.nan_grad_at:  # value 0, gradient 0.5 / sqrt(0) = inf
+                b = b + torch.sqrt(self.w - self.w.detach()).sum()
             return {"loss_a": (self.w ** 2).sum(), "loss_b": b}
         out = []
         for x in batched_inputs:
@@ -258,6 +261,31 @@ def test_non_finite_loss_names_iteration_and_term_and_keeps_weights():
         with pytest.raises(FloatingPointError, match=r"iteration 1: loss_b = nan"):
             trainer.run_step()
     assert torch.equal(model.w.detach(), before)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_non_finite_gradient_of_a_finite_loss_raises_before_the_step(amp_dtype):
+    model = ToyModel(nan_grad_at={2})
+    trainer = _trainer(model, [make_sample(rect(16, 16, 2, 9, 2, 9), [(5, 5, 1)])], max_click_rounds=0,
+                       amp_dtype=amp_dtype)
+    with EventStorage(0) as storage:
+        trainer.run_step()
+        before = model.w.detach().clone()
+        trainer.iter = storage.iter = 1
+        with pytest.raises(FloatingPointError, match=r"non-finite gradients at iteration 1 \(the loss was finite\) in w"):
+            trainer.run_step()
+    assert torch.equal(model.w.detach(), before) and torch.isfinite(before).all()
+
+
+def test_fp16_scaler_skips_a_non_finite_gradient_step_itself():
+    model = ToyModel(nan_grad_at={1})
+    trainer = _trainer(model, [make_sample(rect(16, 16, 2, 9, 2, 9), [(5, 5, 1)])], max_click_rounds=0,
+                       amp_dtype=torch.float16)
+    before = model.w.detach().clone()
+    scale = trainer.grad_scaler.get_scale()
+    with EventStorage(0):
+        trainer.run_step()  # no error: the scaler finds the inf, skips the step and lowers the scale
+    assert torch.equal(model.w.detach(), before) and trainer.grad_scaler.get_scale() < scale
 
 
 def test_non_finite_round_prediction_raises():
@@ -593,7 +621,7 @@ def test_train_loader_gets_the_pin_memory_setting(tmp_path, monkeypatch):
         seen.update(kwargs, mapper=type(mapper).__name__)
         return "loader"
 
-    monkeypatch.setattr(trainer_module, "build_detection_train_loader", fake_loader)
+    monkeypatch.setattr(trainer_module, "build_click_train_loader", fake_loader)
     assert ClickTrainer.build_train_loader(tiny_cfg(tmp_path, "MODEL.DEVICE", "cpu")) == "loader"
     assert seen == {"pin_memory": False, "mapper": "ClickTrainingMapper"}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -135,6 +135,22 @@ def test_determinism_for_a_seed(sample_dict):
     assert torch.equal(o1["image"], o2["image"]) and torch.equal(o1["clicks"], o2["clicks"])
 
 
+def test_call_rng_is_the_generator_of_that_call(sample_dict):
+    # the training loader passes call_rng(k) to continue a stream: the k-th plain call must draw the same
+    a = ClickTrainingMapper(crop_size=(64, 64), seed=9)
+    plain = [a(sample_dict) for _ in range(3)]
+    b = ClickTrainingMapper(crop_size=(64, 64), seed=9)
+    direct = b(sample_dict, rng=b.call_rng(2))
+    assert torch.equal(plain[2]["image"], direct["image"]) and torch.equal(plain[2]["clicks"], direct["clicks"])
+    other = b(sample_dict, rng=b.call_rng(2, worker=1))
+    assert not (torch.equal(other["image"], direct["image"]) and torch.equal(other["clicks"], direct["clicks"]))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="call index"):
+            b.call_rng(bad)
+    with pytest.raises(ValueError, match="worker"):
+        b.call_rng(0, worker=-1)
+
+
 def test_dataloader_workers_get_different_streams(sample_dict, monkeypatch):
     outputs = []
     for worker_seed in (100, 101, 100):

@@ -195,7 +195,7 @@ def test_sampler_rejects_bad_weights(weights, message):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ClickTrainer.build_train_loader
+# the training loader's sampler (adaptiveclick.data.build)
 
 
 def tiny_cfg(tmp_path, *opts):
@@ -223,22 +223,15 @@ def register_images(tmp_path, name, stems):
     return dicts
 
 
-def test_train_loader_uses_the_weighted_sampler(tmp_path, monkeypatch):
+def test_train_sampler_is_the_weighted_one_when_a_file_is_set(tmp_path, monkeypatch):
     from detectron2.data import DatasetCatalog
+    from detectron2.data.samplers import TrainingSampler
 
-    import adaptiveclick.engine.trainer as trainer_module
-    from adaptiveclick.engine import ClickTrainer
+    from adaptiveclick.data.build import build_train_sampler
 
     name = "test_samplers_weighted"
-    seen = {}
-
-    def fake_loader(cfg, mapper, **kwargs):
-        seen.update(kwargs, mapper=type(mapper).__name__)
-        return "loader"
-
-    monkeypatch.setattr(trainer_module, "build_detection_train_loader", fake_loader)
     monkeypatch.chdir(tmp_path)
-    register_images(tmp_path, name, ["x", "y", "z"])
+    dicts = register_images(tmp_path, name, ["x", "y", "z"])
     try:
         # relative FILE found under DATASETS.ROOT (not in the working directory)
         root = tmp_path / "root"
@@ -246,20 +239,16 @@ def test_train_loader_uses_the_weighted_sampler(tmp_path, monkeypatch):
         write_weights(root / "SBD" / "w.pkl", [(0, "z", 0.5), (1, "x", 0.0), (2, "y", 0.75), (3, "extra", 0.1)])
         cfg = tiny_cfg(tmp_path, "DATASETS.TRAIN", (name,), "DATASETS.ROOT", str(root),
                        "DATALOADER.SAMPLE_WEIGHTS.FILE", "SBD/w.pkl", "DATALOADER.SAMPLE_WEIGHTS.GAMMA", 2.0)
-        assert ClickTrainer.build_train_loader(cfg) == "loader"
-        assert seen["mapper"] == "ClickTrainingMapper" and seen["pin_memory"] is False
-        assert [d["image_id"] for d in seen["dataset"]] == ["x", "y", "z"]
-        assert isinstance(seen["sampler"], WeightedTrainingSampler)
-        np.testing.assert_allclose(seen["sampler"].probabilities, np.array([1.0, 0.0625, 0.25]) / 1.3125)
+        sampler = build_train_sampler(cfg, dicts)
+        assert isinstance(sampler, WeightedTrainingSampler)
+        np.testing.assert_allclose(sampler.probabilities, np.array([1.0, 0.0625, 0.25]) / 1.3125)
 
-        # FILE "" keeps detectron2's default sampler (no dataset/sampler passed)
-        seen.clear()
-        ClickTrainer.build_train_loader(tiny_cfg(tmp_path, "DATASETS.TRAIN", (name,)))
-        assert seen == {"pin_memory": False, "mapper": "ClickTrainingMapper"}
+        # FILE "" keeps detectron2's shuffled epochs
+        assert type(build_train_sampler(tiny_cfg(tmp_path, "DATASETS.TRAIN", (name,)), dicts)) is TrainingSampler
 
         cfg.DATALOADER.SAMPLE_WEIGHTS.FILE = "SBD/missing.pkl"
         with pytest.raises(FileNotFoundError, match="missing.pkl"):
-            ClickTrainer.build_train_loader(cfg)
+            build_train_sampler(cfg, dicts)
     finally:
         DatasetCatalog.remove(name)
 

@@ -12,11 +12,12 @@ of the official SBD / COCO+LVIS recipes) and returns the mapped sample of the da
 Randomness.  detectron2's ``Augmentation`` classes draw from the global ``np.random``; to be reproducible
 this mapper draws every parameter from a ``numpy.random.Generator`` and builds detectron2 ``Transform``
 objects (resize, flip, pad, crop, colour) directly.  Each call uses a fresh generator seeded with
-``SeedSequence([seed, distributed rank, DataLoader worker seed, call index])``: the worker seed is
-``torch.utils.data.get_worker_info().seed`` (0 in the main process), which PyTorch derives from its
-global generator (seeded by detectron2's ``seed_all_rng(cfg.SEED)``) plus the worker id.  Hence workers and
-ranks draw different streams, and a run is reproducible given ``seed`` and torch's seed.  Passing
-``rng=`` to :meth:`ClickTrainingMapper.__call__` bypasses all of this (tests, tools).
+``SeedSequence([seed, distributed rank, DataLoader worker id, call index])`` (:meth:`ClickTrainingMapper.call_rng`;
+worker id 0 in the main process; ``seed`` is ``SEED``, or random when it is negative).  Hence workers and ranks
+draw different streams, a run is reproducible given ``SEED``, and the training loader
+(:mod:`adaptiveclick.data.build`) can continue a worker's stream at any call index when a run resumes.  Passing
+``rng=`` to :meth:`ClickTrainingMapper.__call__` bypasses the counter (the training loader passes
+``call_rng(index)``; tests, tools).
 """
 
 import functools
@@ -333,12 +334,22 @@ class ClickTrainingMapper(DatasetMapper):
 
     # -- randomness ---------------------------------------------------------------------------------------
 
-    def _call_rng(self) -> np.random.Generator:
-        info = torch.utils.data.get_worker_info()
-        worker_seed = info.seed if info is not None else 0
-        entropy = [self.seed, comm.get_rank(), worker_seed, self._num_calls]
-        self._num_calls += 1
+    def call_rng(self, index: int, worker: Optional[int] = None) -> np.random.Generator:
+        """The generator of call ``index`` (0-based) of this process in DataLoader worker ``worker`` (default:
+        the current worker, 0 in the main process)."""
+        for name, value in (("call index", index), ("worker", worker)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if worker is None:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+        entropy = [self.seed, comm.get_rank(), int(worker), int(index)]
         return np.random.default_rng(np.random.SeedSequence(entropy))
+
+    def _call_rng(self) -> np.random.Generator:
+        rng = self.call_rng(self._num_calls)
+        self._num_calls += 1
+        return rng
 
     # -- augmentation (protocol.md B.5) -------------------------------------------------------------------
 

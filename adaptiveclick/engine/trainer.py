@@ -10,10 +10,14 @@ Per iteration (:meth:`IterativeClickTrainer.run_step`):
    (positive) or 2K - i (negative) of the sample's click array (:func:`add_training_clicks`);
 4. the training forward with the final clicks and ``prev_mask`` returns the loss dict; non-finite terms
    raise :class:`FloatingPointError` naming the iteration and the terms (on every process together, before
-   any parameter changes); backward (through a gradient scaler for fp16 AMP), optional clipping, step.
+   any parameter changes); backward (through a gradient scaler for fp16 AMP); without the fp16 scaler (which
+   skips such steps itself) non-finite gradients raise the same way, naming the parameters, before the
+   optimizer step; optional clipping, step.
 
-The random draws of step 2-3 come from a NumPy generator seeded by (seed, rank, iteration), so a resumed run
-makes the same draws as an uninterrupted one.  The event storage receives every loss, ``total_loss``,
+The random draws of step 2-3 come from a NumPy generator seeded by (seed, rank, iteration), and torch's
+generators (dropout, drop-path, sampled points) are reseeded from (seed, rank, iteration) at the start of every
+step, so a resumed run makes the same draws as an uninterrupted one; the training loader continues its
+sample stream where the interrupted run stopped (:mod:`adaptiveclick.data.build`).  The event storage receives every loss, ``total_loss``,
 ``click_rounds`` (n), ``num_clicks`` (mean clicks per sample in the final input) and, every
 ``TRAINER.TRAIN_IOU_PERIOD`` iterations, ``train_iou``: the mean IoU (probability > 0.49, ignored pixels
 excluded) of the final prediction, from an extra no-grad forward with the same inputs and weights.
@@ -27,7 +31,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
@@ -35,6 +38,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from adaptiveclick.clicks import PREV_THRESHOLD, next_training_click, write_iterative_click
+from adaptiveclick.data.build import build_click_train_loader, find_sample_stream
 
 from .checkpoint import AtomicCheckpointer
 from .solver import CLIP_TYPES, build_optimizer, clip_gradients
@@ -181,6 +185,31 @@ class IterativeClickTrainer(SimpleTrainer):
         """The generator of this iteration's draws: seeded by (seed, rank, iteration)."""
         return np.random.default_rng(np.random.SeedSequence([self.seed, comm.get_rank(), int(self.iter)]))
 
+    def iteration_torch_seed(self) -> int:
+        """The seed of torch's generators for this iteration (dropout, drop-path, the matcher's sampled
+        points): from (seed, rank, iteration), apart from :meth:`iteration_rng`'s stream, so that a resumed run
+        draws what an uninterrupted one draws."""
+        sequence = np.random.SeedSequence([self.seed, comm.get_rank(), int(self.iter), 1])
+        return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+    def nonfinite_gradients(self) -> Optional[str]:
+        """None when every parameter gradient is finite, else a message naming (some of) the parameters whose
+        gradients are not (one host synchronisation; the names are looked up only on failure)."""
+        named = [(n, p.grad) for n, p in unwrap_model(self.model).named_parameters() if p.grad is not None]
+        if not named:
+            return None
+        grads = [g for _, g in named]
+        if hasattr(torch.nn.utils, "get_total_norm"):
+            # the max-norm is NaN / inf exactly when some element is
+            total = torch.nn.utils.get_total_norm(grads, norm_type=float("inf"))
+        else:  # torch < 2.6
+            total = torch.stack([g.detach().abs().amax().float() for g in grads]).amax()
+        if bool(torch.isfinite(total)):
+            return None
+        bad = [n for n, g in named if not bool(torch.isfinite(g).all())]
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return f"non-finite gradients at iteration {self.iter} (the loss was finite) in {shown}"
+
     def _autocast(self):
         return torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
@@ -230,6 +259,7 @@ class IterativeClickTrainer(SimpleTrainer):
         data_time = time.perf_counter() - start
 
         rng = self.iteration_rng()
+        torch.manual_seed(self.iteration_torch_seed())
         rounds = int(rng.integers(0, self.max_click_rounds + 1))
         failure = None
         loss_dict = None
@@ -254,6 +284,9 @@ class IterativeClickTrainer(SimpleTrainer):
         self.optimizer.zero_grad()
         self.grad_scaler.scale(losses).backward()
         self.after_backward()
+        if not self.grad_scaler.is_enabled():
+            # fp16's scaler skips steps with non-finite gradients itself; otherwise they would reach the weights
+            self._sync_failure(self.nonfinite_gradients())
         if self.clip_type is not None:
             self.grad_scaler.unscale_(self.optimizer)
             clip_gradients(unwrap_model(self.model).parameters(), self.clip_type, self.clip_value,
@@ -314,8 +347,9 @@ class ClickTrainer(DefaultTrainer):
     device, clipping, non-finite check); the train loader maps with ``ClickTrainingMapper``; the optimizer
     comes from :func:`adaptiveclick.engine.solver.build_optimizer`; checkpoints are atomic
     (:class:`AtomicCheckpointer`) and resuming restores model, optimizer, scheduler, gradient scaler and
-    iteration; evaluation is the NoC protocol (``noc_test``) every ``TEST.EVAL_PERIOD`` iterations and after
-    training, writing ``OUTPUT_DIR/noc/...`` and the example picture ``OUTPUT_DIR/example.png``.
+    iteration and continues the training sample stream (no replay of the first batches); evaluation is the
+    NoC protocol (``noc_test``) every ``TEST.EVAL_PERIOD`` iterations and after training, writing
+    ``OUTPUT_DIR/noc/...`` and the example picture ``OUTPUT_DIR/example.png``.
     """
 
     def __init__(self, cfg):
@@ -351,9 +385,22 @@ class ClickTrainer(DefaultTrainer):
             super().resume_or_load(resume=resume)
         finally:
             self.checkpointer.strict = previous
+        if self.start_iter > 0:
+            self._continue_sample_stream()
         message = random_init_warning(self.cfg, resumed=self.start_iter > 0)
         if message and comm.is_main_process():
             logger.warning(message)
+
+    def _continue_sample_stream(self) -> None:
+        """Make the training loader skip the samples of the iterations before ``start_iter``."""
+        stream = find_sample_stream(self._trainer.data_loader)
+        if stream is None:
+            logger.warning(f"Resuming at iteration {self.start_iter}: the training loader (a custom "
+                           f"build_train_loader?) starts its sample stream from the beginning")
+            return
+        stream.skip(self.start_iter * stream.chunk_size)
+        logger.info(f"Resuming at iteration {self.start_iter}: the training loader skips the "
+                    f"{self.start_iter * stream.chunk_size} samples of this process's earlier iterations")
 
     @staticmethod
     def wrap_ddp(cfg, model: torch.nn.Module) -> torch.nn.Module:
@@ -389,32 +436,17 @@ class ClickTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's training loader with our :class:`ClickTrainingMapper`, pinning its batches when the
-        model trains on CUDA and DATALOADER.PIN_MEMORY is set (:func:`pin_train_batches`).
+        """The training loader of :func:`adaptiveclick.data.build.build_click_train_loader` (detectron2's batched
+        loader over a stream that a resumed run continues) with our :class:`ClickTrainingMapper`, pinning its
+        batches when the model trains on CUDA and DATALOADER.PIN_MEMORY is set (:func:`pin_train_batches`).
 
         With DATALOADER.SAMPLE_WEIGHTS.FILE set, images are drawn i.i.d. with the file's probabilities
         (:class:`adaptiveclick.data.samplers.WeightedTrainingSampler`, the official SBD recipe) instead of
         detectron2's shuffled epochs."""
         from adaptiveclick.data.mapper import ClickTrainingMapper
 
-        mapper = ClickTrainingMapper(cfg, is_train=True)
-        weights = cfg.DATALOADER.SAMPLE_WEIGHTS
-        if not weights.FILE:
-            return build_detection_train_loader(cfg, mapper=mapper, pin_memory=pin_train_batches(cfg))
-
-        from detectron2.data import get_detection_dataset_dicts
-
-        from adaptiveclick.data.datasets.common import datasets_root
-        from adaptiveclick.data.samplers import (WeightedTrainingSampler, load_sample_weights,
-                                                 resolve_sample_weights_file)
-
-        path = resolve_sample_weights_file(weights.FILE, datasets_root(cfg.DATASETS.ROOT or None))
-        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
-        probs = load_sample_weights(path, dicts, weights.GAMMA)
-        logger.info(f"Training images drawn with sample weights from {path} (gamma {weights.GAMMA}, "
-                    f"{len(dicts)} images)")
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts, sampler=WeightedTrainingSampler(probs),
-                                            pin_memory=pin_train_batches(cfg))
+        return build_click_train_loader(cfg, ClickTrainingMapper(cfg, is_train=True),
+                                        pin_memory=pin_train_batches(cfg))
 
     def build_hooks(self):
         cfg = self.cfg
