@@ -10,6 +10,13 @@ Choice, first match wins: the ``impl`` argument; the environment variable ``ADAP
 automatic (the CUDA kernel for CUDA tensors if built, the CPU kernel for CPU tensors if built, else the
 reference).  Forcing an implementation that is not usable for the given tensors raises a ``RuntimeError``
 that says why.  Nothing here fails at import time: a missing or broken extension only narrows the choice.
+
+Outputs and gradients agree to rounding, except the gradient of the sampling locations exactly on an integer
+pixel position, where bilinear interpolation has a kink and the kernels and ``grid_sample`` take different
+one-sided derivatives.  Mask2Former's initialisation of the sampling offsets puts every point there, so the
+first optimizer step of ``sampling_offsets`` differs by a few percent between the kernels and the official
+``grid_sample`` path (measured: 6-11 % relative on those two tensors, 5e-7 median over all parameters); once the
+offsets leave the integer grid the implementations agree (2.6e-6).
 """
 
 import importlib
