@@ -24,7 +24,7 @@ from adaptiveclick.config import add_adaptiveclick_config
 pytest.importorskip("adaptiveclick.data.datasets.common",
                     reason="adaptiveclick.data.datasets.common not written yet", exc_type=ModuleNotFoundError)
 from adaptiveclick.data.mapper import (ClickTrainingMapper, CvResizeTransform, Rot90Transform,  # noqa: E402
-                                       WarpAffineTransform)
+                                       WarpAffineTransform, _pack_bits, _unpack_bits)
 
 H, W = 96, 128
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -450,6 +450,28 @@ def test_custom_transforms_map_coordinates_like_pixels():
     assert (r, c) == (4, 3)
     x, y = shift.apply_coords(np.array([[5.5, 1.5]]))[0]
     assert (y, x) == (4.5, 3.5)
+
+
+def test_rotated_masks_equal_the_official_int32_label_map_warp():
+    # the official SBD recipe warps an int32 label map; our bit planes (uint8) must give the same objects
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        h, w = (int(v) for v in rng.integers(120, 200, 2))
+        labels = np.zeros((h, w), dtype=np.int32)
+        for i in range(1, 6):
+            cv2.ellipse(labels, (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                        (int(rng.integers(5, 60)), int(rng.integers(5, 60))), 0, 0, 360, i, -1)
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-3, 3), 1.0)
+        matrix[:, 2] += rng.uniform(-0.03, 0.03, 2) * (w, h)
+        official = cv2.warpAffine(labels, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+        planes = _pack_bits([labels == i for i in range(1, 6)])
+        warp = WarpAffineTransform(matrix, h, w)
+        ours = _unpack_bits(np.stack([warp.apply_segmentation(p) for p in planes]), 5)
+        for i in range(1, 6):
+            np.testing.assert_array_equal(ours[i - 1], official == i)
 
 
 def test_visualize_data_tool(tmp_path, sample_dict):

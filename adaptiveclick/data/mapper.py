@@ -112,7 +112,9 @@ class WarpAffineTransform(T.Transform):
         return self._warp(img, cv2.INTER_LINEAR)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
-        return self._warp(segmentation, cv2.INTER_NEAREST)
+        # warped as int32, the dtype of the official label maps (isegm/data/datasets/sbd.py): OpenCV's nearest
+        # neighbour rounds source coordinates differently for 8-bit images (about 1 pixel per warp differs)
+        return self._warp(segmentation.astype(np.int32), cv2.INTER_NEAREST).astype(segmentation.dtype)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
         # detectron2 coordinates are continuous (pixel i spans [i, i + 1)); OpenCV's matrix acts on indices
