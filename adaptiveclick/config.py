@@ -369,6 +369,11 @@ def _add_trainer_config(cfg):
     cfg.DATALOADER.SAMPLE_WEIGHTS = CN()
     cfg.DATALOADER.SAMPLE_WEIGHTS.FILE = ""
     cfg.DATALOADER.SAMPLE_WEIGHTS.GAMMA = 1.0
+    # Without a weights file: True draws every training image i.i.d. uniformly, with replacement, as the
+    # official COCO+LVIS recipe (RITM's ISDataset with epoch_len: np.random.randint over the whole dataset per
+    # sample; the COCO+LVIS configs set it); False walks detectron2's shuffled epochs (TrainingSampler).  The
+    # expected number of draws per image is the same either way.  With a weights file drawing is always i.i.d.
+    cfg.DATALOADER.SAMPLE_WITH_REPLACEMENT = False
 
 
 def add_adaptiveclick_config(cfg):

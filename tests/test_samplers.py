@@ -243,8 +243,17 @@ def test_train_sampler_is_the_weighted_one_when_a_file_is_set(tmp_path, monkeypa
         assert isinstance(sampler, WeightedTrainingSampler)
         np.testing.assert_allclose(sampler.probabilities, np.array([1.0, 0.0625, 0.25]) / 1.3125)
 
-        # FILE "" keeps detectron2's shuffled epochs
+        # FILE "" keeps detectron2's shuffled epochs, or draws i.i.d. uniformly (the COCO+LVIS recipe)
         assert type(build_train_sampler(tiny_cfg(tmp_path, "DATASETS.TRAIN", (name,)), dicts)) is TrainingSampler
+        iid = build_train_sampler(tiny_cfg(tmp_path, "DATASETS.TRAIN", (name,),
+                                           "DATALOADER.SAMPLE_WITH_REPLACEMENT", True), dicts)
+        assert isinstance(iid, WeightedTrainingSampler)
+        np.testing.assert_allclose(iid.probabilities, [1 / 3] * 3)
+        for size in ("b", "l", "h"):
+            shipped = get_cfg()
+            add_adaptiveclick_config(shipped)
+            shipped.merge_from_file(os.path.join(REPO, f"configs/cocolvis/adaptiveclick_vit_{size}_448.yaml"))
+            assert shipped.DATALOADER.SAMPLE_WITH_REPLACEMENT is True
 
         cfg.DATALOADER.SAMPLE_WEIGHTS.FILE = "SBD/missing.pkl"
         with pytest.raises(FileNotFoundError, match="missing.pkl"):

@@ -25,6 +25,7 @@ import itertools
 import logging
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.build import build_batch_data_loader
@@ -100,20 +101,26 @@ class TrainSampleStream(torch.utils.data.IterableDataset):
 def build_train_sampler(cfg, dataset_dicts):
     """The per-process index stream for ``dataset_dicts``: i.i.d. with the sample weights of
     ``DATALOADER.SAMPLE_WEIGHTS.FILE`` when it is set (:class:`WeightedTrainingSampler`, the official SBD
-    recipe), else detectron2's ``TrainingSampler`` (shuffled epochs).  Both are seeded with
-    ``comm.shared_random_seed()`` (from ``SEED`` through detectron2's ``seed_all_rng``)."""
+    recipe); else i.i.d. uniform with ``DATALOADER.SAMPLE_WITH_REPLACEMENT`` (the official COCO+LVIS recipe);
+    else detectron2's ``TrainingSampler`` (shuffled epochs).  All are seeded with ``comm.shared_random_seed()``
+    (from ``SEED`` through detectron2's ``seed_all_rng``)."""
     name = cfg.DATALOADER.SAMPLER_TRAIN
     if name != "TrainingSampler":
         # RepeatFactor / RandomSubset weight images by their category annotations: objects here have none
         raise ValueError(f"DATALOADER.SAMPLER_TRAIN must be 'TrainingSampler' (interactive segmentation objects "
                          f"carry no categories to repeat by), got {name!r}; for weighted images use "
                          f"DATALOADER.SAMPLE_WEIGHTS.FILE")
+    from .samplers import WeightedTrainingSampler
+
     weights = cfg.DATALOADER.SAMPLE_WEIGHTS
     if not weights.FILE:
+        if cfg.DATALOADER.SAMPLE_WITH_REPLACEMENT:
+            logger.info(f"Training images drawn i.i.d. uniformly with replacement ({len(dataset_dicts)} images)")
+            return WeightedTrainingSampler(np.ones(len(dataset_dicts)))
         return TrainingSampler(len(dataset_dicts))
 
     from .datasets.common import datasets_root
-    from .samplers import WeightedTrainingSampler, load_sample_weights, resolve_sample_weights_file
+    from .samplers import load_sample_weights, resolve_sample_weights_file
 
     path = resolve_sample_weights_file(weights.FILE, datasets_root(cfg.DATASETS.ROOT or None))
     probs = load_sample_weights(path, dataset_dicts, weights.GAMMA)
