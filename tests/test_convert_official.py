@@ -347,6 +347,11 @@ def test_read_official_checkpoint_formats(small, tmp_path):
     (tmp_path / "cut.pth").write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"cut\.pth"):
         official.read_official_checkpoint(tmp_path / "cut.pth")
+    # a legacy-format (non-zip) stream of garbage is corrupt, not "untrusted"
+    (tmp_path / "garbage.pth").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    with pytest.raises(ValueError, match=r"garbage\.pth' is not a valid PyTorch checkpoint") as info:
+        official.read_official_checkpoint(tmp_path / "garbage.pth")
+    assert "trust" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="missing"):
         official.read_official_checkpoint(tmp_path / "missing.pth")
 
@@ -427,3 +432,14 @@ def test_cli_positional_form_and_config_from_width(tmp_path):
     with pytest.raises(ValueError, match="--config-file"):
         tool.default_config_file({})
     assert tool.cli([str(tmp_path / "missing.pth"), str(tmp_path / "out.pth")]) == 2
+
+
+def test_an_mae_checkpoint_is_pointed_to_model_vit_pretrained(tmp_path, capsys):
+    mae = {"patch_embed.proj.weight": torch.zeros(8, 3, 16, 16), "blocks.0.attn.qkv.weight": torch.zeros(24, 8),
+           "pos_embed": torch.zeros(1, 5, 8), "cls_token": torch.zeros(1, 1, 8)}
+    torch.save({"model": mae}, tmp_path / "mae.pth")
+    tool = _load_tool()
+    assert tool.cli([str(tmp_path / "mae.pth"), str(tmp_path / "out.pth")]) == 2
+    assert "MODEL.VIT.PRETRAINED" in capsys.readouterr().err and not (tmp_path / "out.pth").exists()
+    with pytest.raises(ValueError, match="MODEL.VIT.PRETRAINED"):
+        official.convert_official_state_dict(mae, template={})

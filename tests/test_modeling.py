@@ -3,6 +3,7 @@ behaviour, configuration switches and input checking.  The tiny synthetic config
 ViT-B/448 shape check."""
 
 import glob
+import logging
 import os
 
 import pytest
@@ -164,6 +165,20 @@ def test_mae_loading_maps_keys_and_interpolates(tmp_path):
     expected = expected.permute(0, 2, 3, 1).reshape(1, 64, 48)
     torch.testing.assert_close(vit.pos_embed[:, 1:], expected)
     torch.testing.assert_close(vit.pos_embed[:, :1], state["pos_embed"][:, :1])
+
+
+def test_mae_loading_warns_about_a_partial_checkpoint(tmp_path, caplog):
+    state = _fake_mae_state()
+    vit = ClickViT(img_size=128, patch_size=16, embed_dim=48, depth=2, num_heads=3, window_size=4,
+                   global_block_indexes=(1,))
+    with caplog.at_level(logging.WARNING, logger="adaptiveclick.modeling.backbone.mae"):
+        load_mae_weights(vit, state)  # complete: the click embedding alone is missing, no warning
+        assert not caplog.records
+        partial = {k: v for k, v in state.items() if not k.startswith("blocks.1.")}
+        report = load_mae_weights(vit, partial)
+    missing = [k for k in report.missing if not k.startswith("patch_embed_coords.")]
+    assert missing and all(k.startswith("blocks.1.") for k in missing)
+    assert len(caplog.records) == 1 and f"lacks {len(missing)} ViT tensors" in caplog.records[0].getMessage()
 
 
 def test_mae_loading_errors(tmp_path):

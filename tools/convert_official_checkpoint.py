@@ -127,6 +127,7 @@ def main(argv=None):
     from adaptiveclick.utils.run_info import run_info
 
     official_sd, official_config = official.read_official_checkpoint(args.input, trust_pickle=args.trust_pickle)
+    official.refuse_mae_checkpoint(official_sd, f"{args.input!r}")
     if not args.config_file:
         args.config_file = default_config_file(official_sd)
         logger.info(f"config chosen from the checkpoint's ViT width: {args.config_file}")

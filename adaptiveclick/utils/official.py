@@ -690,7 +690,11 @@ class _OfficialUnpickler(pickle.Unpickler):
             return pathlib.PurePosixPath if "Windows" not in name else pathlib.PureWindowsPath
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not on the allow-list for official checkpoints")
+        raise _NotOnAllowList(f"global {module}.{name} is not on the allow-list for official checkpoints")
+
+
+class _NotOnAllowList(pickle.UnpicklingError):
+    """A well-formed pickle that names a class outside :class:`_OfficialUnpickler`'s allow-list."""
 
 
 _OFFICIAL_PICKLE = types.SimpleNamespace(Unpickler=_OfficialUnpickler,
@@ -741,10 +745,11 @@ def read_official_checkpoint(path, trust_pickle=False):
     if obj is None:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_OFFICIAL_PICKLE)
-        except pickle.UnpicklingError as e:
+        except _NotOnAllowList as e:
             errors.append(f"allow-list: {e}")
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"cannot read official checkpoint {path!r}: {type(e).__name__}: {e}") from e
+        except Exception as e:  # noqa: BLE001 -- neither loader could parse it: not a checkpoint
+            raise ValueError(f"official checkpoint {path!r} is not a valid PyTorch checkpoint (corrupt, or another "
+                             f"kind of file): {type(e).__name__}: {e}") from e
     if obj is None:
         if not trust_pickle:
             raise ValueError(f"official checkpoint {path!r} holds objects outside the allow-list "
@@ -796,6 +801,17 @@ _RULES = [
 _DUPLICATE = re.compile(r"^pixel_decoder\.(adapter|layer)_(\d+)\.(.+)$")
 
 
+def refuse_mae_checkpoint(state_dict, name="checkpoint"):
+    """Raise ``ValueError`` when ``state_dict`` is an MAE / timm ViT checkpoint (``blocks.*``, ``patch_embed.*``
+    at the top level, nothing under ``backbone.``) rather than a whole official AdaptiveClick model."""
+    keys = list(state_dict)
+    if any(k.startswith(("blocks.", "patch_embed.")) for k in keys) and not any(k.startswith("backbone.")
+                                                                                for k in keys):
+        raise ValueError(f"{name} is a plain ViT (MAE / timm layout: blocks.*, patch_embed.*), not an official "
+                         "AdaptiveClick model: pretrained ViT weights need no conversion, pass the file as "
+                         "MODEL.VIT.PRETRAINED for training")
+
+
 def convert_official_state_dict(official_sd, cfg=None, template=None, official_config=None):
     """Map an official AdaptiveClick state dict onto our model's parameter names; returns an ``OrderedDict``.
 
@@ -817,6 +833,7 @@ def convert_official_state_dict(official_sd, cfg=None, template=None, official_c
     official_sd = unwrap_state_dict(official_sd, "official state dict")
     if all(k.startswith("module.") for k in official_sd):  # saved from a DataParallel wrapper
         official_sd = OrderedDict((k[len("module."):], v) for k, v in official_sd.items())
+    refuse_mae_checkpoint(official_sd, "official state dict")
     if cfg is None and template is None:
         raise ValueError("convert_official_state_dict needs cfg or template (our model's state dict)")
     if cfg is not None:

@@ -70,6 +70,8 @@ def resize_pos_embed(pos_embed, grid, num_prefix=1):
 
 
 _KNOWN_UNUSED = ("cls_token", "norm.", "fc_norm.", "head.", "mask_token", "decoder_")
+# ViT tensors an MAE checkpoint never has: the click / previous-mask patch embedding is ours (model.md §1.3)
+_NOT_IN_MAE = ("patch_embed_coords.",)
 
 
 def load_mae_weights(vit, checkpoint):
@@ -107,6 +109,10 @@ def load_mae_weights(vit, checkpoint):
     report.missing = sorted(k for k in own if k not in new_state)
     report.unexpected = sorted(report.unexpected)
     logger.info("MAE weights: %s", report)
+    partial = [k for k in report.missing if not k.startswith(_NOT_IN_MAE)]
+    if partial:
+        logger.warning("MAE checkpoint lacks %d ViT tensors, which keep their random initialisation: %s%s",
+                       len(partial), ", ".join(partial[:10]), " ..." if len(partial) > 10 else "")
     strange = [k for k in report.unexpected if not k.startswith(_KNOWN_UNUSED)]
     if strange:
         logger.warning("MAE checkpoint keys with no counterpart in the ViT (not the usual cls_token/norm/decoder "
