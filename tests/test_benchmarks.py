@@ -94,6 +94,12 @@ def _check_run_info(report, device="cpu"):
     run = report["run"]
     assert run["torch"] == torch.__version__
     assert "CPU" in run["device"] if device == "cpu" else run["device"]
+    # what else ran on the machine, and on which CPU: needed to judge a number measured on a shared host
+    assert run["cpu_model"] is None or (isinstance(run["cpu_model"], str) and run["cpu_model"])
+    if hasattr(os, "getloadavg"):
+        assert len(run["load_average"]) == 3 and all(math.isfinite(v) and v >= 0 for v in run["load_average"])
+    else:
+        assert run["load_average"] is None
 
 
 def _tiny_params(opts=()):
@@ -600,6 +606,113 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     assert json.loads(out.read_text())["config"]["sync_debug"] == "unavailable"
     assert set(report["results"]) == {"network", "whole_click"}
     assert all(stage == {"syncs": None, "events": []} for stage in report["results"].values())
+
+
+def test_run_info_records_the_cpu_model_and_load_average(monkeypatch):
+    from adaptiveclick.utils import run_info
+
+    info = run_info.run_info("cpu")
+    _check_run_info({"run": info})
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == "model name"]
+        if names:
+            assert info["cpu_model"] == names[0]
+    monkeypatch.setattr(run_info.os, "getloadavg", lambda: (0.123, 1.0, 2.555))
+    assert run_info.load_average() == [0.12, 1.0, 2.56]
+
+    def no_loadavg():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(run_info.os, "getloadavg", no_loadavg)
+    assert run_info.load_average() is None
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(run_info, "open", no_proc, raising=False)  # the module's open(), not the builtin
+    monkeypatch.setattr(run_info.platform, "processor", lambda: "Some CPU")
+    assert run_info.cpu_model() == "Some CPU"
+    monkeypatch.setattr(run_info.platform, "processor", lambda: "")
+    assert run_info.cpu_model() is None
+
+
+def test_default_precisions_depend_on_the_device(tmp_path, monkeypatch):
+    """bf16 autocast is timed by default on CUDA only (on CPUs without bf16 units it is an emulation: ~30 s per
+    ViT-B click on an AVX2 CPU); an explicit --dtype / --amp is kept as given."""
+    assert bench.default_dtypes("cpu") == ["fp32"] and bench.default_dtypes("cuda:0") == ["fp32", "bf16"]
+    assert bench.default_amp("cpu") == ["none"] and bench.default_amp("cuda") == ["none", "bf16"]
+    ap = bench.benchmark_parser("test", "x.json", 1, 0, clicks=True)
+    args = ap.parse_args(["--device", "cpu"])
+    assert args.dtype is None
+    bench.check_cli_args(ap, args, {})
+    assert args.dtype == ["fp32"]
+    args = ap.parse_args(["--device", "cpu", "--dtype", "fp32", "bf16"])
+    bench.check_cli_args(ap, args, {})
+    assert args.dtype == ["fp32", "bf16"]
+    monkeypatch.setattr(bench, "check_device", lambda device: torch.device("cuda"))  # as if a GPU were there
+    args = ap.parse_args(["--device", "cuda"])
+    bench.check_cli_args(ap, args, {})
+    assert args.dtype == ["fp32", "bf16"]
+    monkeypatch.undo()
+
+    inference = _load_tool("benchmark_inference")
+    timing = {"median_ms": 5.0, "mean_ms": 5.0, "p10": 5.0, "p90": 5.0, "n": 1}
+    monkeypatch.setattr(inference, "measure_click_model",
+                        lambda *a, **k: {"forward": dict(timing), "whole_click": dict(timing), "peak_memory_mb": 1.0})
+    report = inference.main(["--config-file", TINY, "--size", "64", "--device", "cpu",
+                             "--output", str(tmp_path / "inference.json")])
+    assert report["config"]["dtypes"] == ["fp32"] and [r["dtype"] for r in report["results"]] == ["fp32"]
+    train = _load_tool("benchmark_train")
+    rows = []
+    monkeypatch.setattr(train, "measure_train_step", lambda cfg, config_file, batch, amp, *a, **k: rows.append(amp) or {
+        "model": "tiny", "amp": amp, "batch": batch, "step": {"median_ms": 50.0}, "samples_per_s": 40.0,
+        "step_peak_memory_mb": 100.0})
+    report = train.main(["--config-file", TINY, "--batch", "2", "--device", "cpu",
+                         "--output", str(tmp_path / "train.json")])
+    assert report["config"]["amp"] == ["none"] and rows == ["none"]
+
+
+def test_fewer_than_10_timed_rounds_warn_on_stderr(tmp_path, monkeypatch, capsys):
+    inference = _load_tool("benchmark_inference")
+    timing = {"median_ms": 5.0, "mean_ms": 5.0, "p10": 5.0, "p90": 5.0, "n": 1}
+    monkeypatch.setattr(inference, "measure_click_model",
+                        lambda *a, **k: {"forward": dict(timing), "whole_click": dict(timing), "peak_memory_mb": 1.0})
+    argv = ["--config-file", TINY, "--size", "64", "--device", "cpu", "--dtype", "fp32",
+            "--output", str(tmp_path / "inference.json")]
+    inference.main(argv + ["--iters", "9"])
+    out = capsys.readouterr()
+    assert "warning: --iters 9: medians of fewer than 10 rounds are noisy" in out.err
+    assert "medians of fewer" not in out.out
+    inference.main(argv + ["--iters", "10"])
+    assert "medians of fewer" not in capsys.readouterr().err
+
+
+BENCHMARK_TOOLS = ["benchmark_inference", "benchmark_train", "benchmark_official", "benchmark_msda",
+                   "benchmark_noc_protocol"]
+
+
+@pytest.mark.parametrize("tool", BENCHMARK_TOOLS)
+def test_help_shows_the_defaults_and_the_examples_line_by_line(tool, capsys):
+    import ast
+
+    with pytest.raises(SystemExit) as exc:
+        _load_tool(tool).main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    expected = {"benchmark_inference": ["(default: 50)", "(default: 448)", "default: fp32 on the CPU"],
+                "benchmark_train": ["(default: 20)", "default: none on the CPU"],
+                "benchmark_official": ["default 50, 10 with --train", "(default: base huge)",
+                                       "default: fp32 on the CPU"],
+                "benchmark_msda": ["(default: 1 16)", "(default: float32)"],
+                "benchmark_noc_protocol": ["(default: 100)", "(default: 512)"]}[tool]
+    for piece in expected + ["--device", "(default: "]:
+        assert piece in " ".join(text.split()), (piece, text)
+    # the module docstring (the --help description) keeps every source line: an unescaped backslash at the
+    # end of an example line in a non-raw docstring would join it with the next one
+    path = os.path.join(TOOLS, tool + ".py")
+    node = ast.parse(open(path).read()).body[0]
+    assert isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    assert node.value.value.count("\n") == node.end_lineno - node.lineno, f"{path}: a docstring line was joined"
 
 
 # -- bad arguments ----------------------------------------------------------------------------------------

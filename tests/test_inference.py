@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -224,6 +226,145 @@ def test_nan_logits_are_reported():
     assert p.clicks == ()
 
 
+def test_reset_before_set_image_is_an_error_like_undo():
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    for call, name in ((p.reset, "reset"), (p.undo, "undo")):
+        with pytest.raises(RuntimeError, match=rf"{name} needs an image: call set_image\(\) first"):
+            call()
+    p.set_image(rgb(10, 10))
+    p.reset()  # with an image: fine, also without clicks
+    assert p.clicks == () and p.result is None
+
+
+def test_click_coordinates_are_integers_and_positive_a_bool():
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    p.set_image(rgb(40, 50))
+    # integer-valued scalars of NumPy and torch are pixel indices too
+    accepted = [((np.int64(10), np.uint8(12), True), Click(True, 10, 12)),
+                ((torch.tensor(20), torch.tensor(30, dtype=torch.int32), np.True_), Click(True, 20, 30)),
+                ((5, 6, np.False_), Click(False, 5, 6))]
+    for args, click in accepted:
+        result = p.add_click(*args)
+        assert result.clicks[-1] == click and type(result.clicks[-1].row) is int
+    before = p.clicks
+    refused = [((10.0, 20), r"row must be an integer pixel index .*round float coordinates first, e.g. "
+                            r"int\(round\(y\)\); got 10\.0 \(float\)"),
+               ((10, np.float64(20)), r"col must be an integer pixel index .*int\(round\(x\)\)"),
+               ((torch.tensor(10.0), 3), r"row must be an integer pixel index .*round float coordinates"),
+               ((torch.tensor([1, 2]), 3), r"row must be an integer pixel index .*pass one number, not an array "
+                                           r"of shape \(2,\)"),
+               ((True, 3), r"row must be an integer pixel index .*got True \(bool\)"),
+               ((1, 2, 1), r"positive must be a bool: pass True .* or False .*got 1 \(int\)"),
+               ((1, 2, "yes"), r"positive must be a bool: pass True")]
+    for args, match in refused:
+        with pytest.raises(TypeError, match=match):
+            p.add_click(*args)
+    assert p.clicks == before  # nothing was added by the failed calls
+
+
+def test_results_are_read_only_copies_that_cannot_change_the_state(tiny_model):
+    """Writing into a returned array raises, and whatever a caller does with its result (here: a forced
+    write) leaves the next click's previous-mask input, the undo history and ``result`` as a clean run has
+    them.  Before, on the CPU, ``result.probs`` was the stored step's memory."""
+    image = rgb(60, 70, seed=5)
+
+    def run(tamper):
+        p = InteractivePredictor(tiny_model, zoom_in=False, flip=False)
+        p.set_image(image)
+        r1 = p.add_click(30, 35)
+        first = np.array(r1.probs)
+        if tamper:
+            for array in (r1.probs, r1.mask, p.result.probs, p.result.mask):
+                assert not array.flags.writeable
+                with pytest.raises(ValueError, match="read-only"):
+                    array[...] = 1
+            for array in (p.result.probs, p.result.mask):
+                assert not np.shares_memory(array, r1.probs) and not np.shares_memory(array, r1.mask)
+            try:  # what a determined caller could do: make it writable and write
+                r1.probs.setflags(write=True)
+                r1.probs[...] = 0.25
+            except ValueError:
+                pass
+        np.testing.assert_array_equal(p.result.probs, first)
+        r2 = p.add_click(10, 10, positive=False)
+        back = p.undo()
+        return first, r2.probs, back.probs, p.add_click(50, 60).probs
+
+    for clean, tampered in zip(run(False), run(True)):
+        np.testing.assert_array_equal(tampered, clean)
+    # the empty state of an undo is read-only too
+    p = InteractivePredictor(DiskModel(), zoom_in=False, flip=False)
+    p.set_image(rgb(8, 8))
+    p.add_click(1, 1)
+    empty = p.undo()
+    assert not empty.mask.flags.writeable and not empty.probs.flags.writeable
+
+
+class SlowDiskModel(DiskModel):
+    """DiskModel that sleeps in its forward (releasing the GIL), so that threads interleave there."""
+
+    def forward(self, batched_inputs):
+        time.sleep(0.005)
+        return super().forward(batched_inputs)
+
+
+def test_one_predictor_shared_by_threads_serialises_the_clicks():
+    """Threads adding clicks to one predictor: every returned state equals the serial replay of the clicks in
+    the order the predictor recorded them (before the lock, a click could be predicted without the click
+    another thread had just added, and its mask was wrong)."""
+    shape, threads, per_thread = (60, 80), 4, 5
+    p = InteractivePredictor(SlowDiskModel(radius=4), zoom_in=False, flip=False)
+    p.set_image(rgb(*shape))
+    returned, errors = [], []
+    start = threading.Barrier(threads)
+
+    def worker(i):
+        try:
+            start.wait()
+            for k in range(per_thread):
+                returned.append(p.add_click(8 + 10 * k, 8 + 20 * i, positive=(k != 3)))
+        except Exception as e:  # reported below: an assertion in a thread would be lost
+            errors.append(e)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+    final = p.clicks
+    assert len(final) == threads * per_thread and len(set(final)) == len(final)
+    serial = InteractivePredictor(DiskModel(radius=4), zoom_in=False, flip=False)
+    serial.set_image(rgb(*shape))
+    replay = [serial.add_click(c.row, c.col, c.is_positive) for c in final]
+    assert sorted(len(r.clicks) for r in returned) == list(range(1, len(final) + 1))
+    for r in returned:
+        k = len(r.clicks)
+        assert r.clicks == final[:k]
+        np.testing.assert_array_equal(r.mask, replay[k - 1].mask, err_msg=f"state after click {k}")
+    np.testing.assert_array_equal(p.result.mask, replay[-1].mask)
+
+
+def test_from_config_file_bad_arguments_get_clear_errors(tmp_path):
+    with pytest.raises(TypeError, match=r"opts must be a list like \['KEY', value, \.\.\.\].*got str"):
+        InteractivePredictor.from_config_file(TINY, opts="TEST.NOC.FLIP False")
+    # an unknown key in the overrides is the same error as one in a YAML file (not yacs' AssertionError)
+    with pytest.raises(KeyError, match=r"Non-existent config key: TEST\.NOC\.FLIPP \(in opts\)"):
+        InteractivePredictor.from_config_file(TINY, opts=["TEST.NOC.FLIPP", "False"])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f'_BASE_: "{TINY}"\nTEST:\n  NOC:\n    FLIPP: False\n')
+    with pytest.raises(KeyError, match=r"Non-existent config key: TEST\.NOC\.FLIPP"):
+        InteractivePredictor.from_config_file(str(typo))
+    with pytest.raises(IsADirectoryError, match=r"MODEL.WEIGHTS is a directory, not a checkpoint file: .*model_final"):
+        InteractivePredictor.from_config_file(TINY, weights=str(tmp_path), opts=["MODEL.DEVICE", "cpu"])
+    if not torch.cuda.is_available():
+        for kwargs in (dict(device="cuda"), dict(opts=["MODEL.DEVICE", "cuda"])):
+            with pytest.raises(RuntimeError, match=r"'cuda' but CUDA is not available on this machine"):
+                InteractivePredictor.from_config_file(TINY, **kwargs)
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            InteractivePredictor(DiskModel(), device="cuda")
+
+
 # ------------------------------------------------------------------------------------------ real model
 def test_same_probabilities_as_the_noc_protocol(tiny_model):
     """Replaying the oracle's clicks in the predictor gives the session's probabilities (zoom-in and flip on)."""
@@ -332,6 +473,25 @@ def test_visualize_cli_writes_overlay_and_mask(tmp_path):
     with pytest.raises(ValueError, match="outside the image"):
         _visualize_module().main(["--config-file", TINY, "--image", str(tmp_path / "in.png"), "--clicks", "60,1,+",
                                   "--output", str(out), "--device", "cpu"])
+
+
+def test_visualize_bad_model_arguments_are_error_lines(tmp_path):
+    """A misspelt config override (and weights that are a directory) end like every other bad input: one
+    ``error: ...`` line and exit status 2, not a traceback with status 1."""
+    from PIL import Image
+
+    Image.fromarray(rgb(20, 30)).save(tmp_path / "in.png")
+    script = os.path.join(ROOT, "tools", "demo", "visualize.py")
+    common = ["--config-file", TINY, "--image", str(tmp_path / "in.png"), "--clicks", "5,5,+", "--output",
+              str(tmp_path / "out.png"), "--device", "cpu"]
+    proc = subprocess.run([sys.executable, script] + common + ["TEST.NOC.FLIPP", "False"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: Non-existent config key: TEST.NOC.FLIPP (in opts)" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(IsADirectoryError, match="is a directory"):  # caught by the script like the others
+        _visualize_module().main(common + ["--weights", str(tmp_path)])
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_predictor_refuses_a_checkpoint_that_does_not_fit(tmp_path, tiny_model):

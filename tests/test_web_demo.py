@@ -414,6 +414,21 @@ def test_command_line_accepts_good_numbers():
     assert (args.max_upload_mb, args.port, args.max_pixels, args.max_sessions) == (0.5, 0, 100, 1)
 
 
+def test_docstring_command_uses_the_quick_start_model():
+    """The usage example at the top of web.py (also the first lines of --help) runs the model the README's
+    quick start trains: configs/synthetic/quickstart.yaml with the model_final.pth in its OUTPUT_DIR, the
+    example's lines kept apart (an escaped line continuation)."""
+    from adaptiveclick.config import load_config_file
+
+    doc = web.__doc__
+    config = re.search(r"--config-file (\S+)", doc).group(1)
+    weights = re.search(r"--weights (\S+)", doc).group(1)
+    assert config == "configs/synthetic/quickstart.yaml"
+    output_dir = load_config_file(os.path.join(ROOT, config)).OUTPUT_DIR
+    assert os.path.normpath(weights) == os.path.normpath(os.path.join(output_dir, "model_final.pth"))
+    assert "quickstart.yaml \\\n        --weights" in doc
+
+
 def test_click_undo_reset_with_stub_mask():
     client = web.create_app(stub_factory()).test_client()
     upload(client, encode(make_image()), "my object.png")

@@ -16,10 +16,12 @@ runs after ``--warmup`` untimed ones, of
   CUDA, compiled during the warm-up; the JSON says whether compiling fell back to eager);
 
 plus the peak memory (CUDA: max allocated tensor memory; CPU: process-wide max RSS, see
-adaptiveclick/utils/bench.py) and the parameter count.
+adaptiveclick/utils/bench.py) and the parameter count.  Default precisions: fp32 on the CPU (bf16 autocast is
+slow on CPUs without bf16 units: ~30 s per ViT-B click on an AVX2 CPU), fp32 and bf16 on CUDA.  The JSON's
+``run`` records the device, the CPU model and the load average (see adaptiveclick/utils/run_info.py).
 
     python tools/benchmark_inference.py --device cuda --dtype fp32 bf16            # ViT-B/L/H, 448 px
-    python tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml --device cuda \
+    python tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml --device cuda \\
         --dtype bf16 --predictor --compile --warmup 10
     python tools/benchmark_inference.py --config-file configs/synthetic/tiny.yaml --size 128 --iters 3 \\
         --warmup 1 --device cpu --output /tmp/inference.json [KEY VALUE ...]
@@ -36,14 +38,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from adaptiveclick.utils.bench import (  # noqa: E402
     autocast, benchmark_parser, build_benchmark_model, check_cli_args, cli_load_config, click_inputs,
     count_parameters, format_table, free_device_cache, load_config, measure_click_model, model_for_dtype,
-    peak_memory_mb, reset_peak_memory, save_report, time_fn)
+    peak_memory_mb, reset_peak_memory, save_report, time_fn, warn_few_iters)
 
 DEFAULT_CONFIGS = [f"configs/sbd/adaptiveclick_vit_{s}_448.yaml" for s in ("b", "l", "h")]
 PREDICTOR_SETTINGS = {"plain": (False, False), "zoom_in+flip": (True, True)}
 
 
 def check_common_args(ap, args):
-    """argparse errors (exit 2, message naming the value) for the measurement arguments; returns the device."""
+    """argparse errors (exit 2, message naming the value) for the measurement arguments (an unset --dtype
+    becomes the device's default); returns the device."""
     return check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--size": 32, "--num-clicks": 1})
 
 
@@ -190,6 +193,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     device = check_common_args(ap, args)
+    warn_few_iters(args.iters)
     configs = ([args.config_file] if args.config_file else []) + (args.configs or [])
     configs = configs or DEFAULT_CONFIGS
     missing = [c for c in configs if not os.path.isfile(c)]

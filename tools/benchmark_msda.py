@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.layers.ms_deform_attn import IMPLS, extension_status, ms_deform_attn, resolve_impl  # noqa: E402
-from adaptiveclick.utils.bench import time_fn  # noqa: E402
+from adaptiveclick.utils.bench import HelpFormatter, time_fn  # noqa: E402
 from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 
@@ -59,14 +59,16 @@ def bench_one(impl, inputs, device, repeats, warmup):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--image-size", type=int, default=448)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="batch sizes to time")
+    ap.add_argument("--image-size", type=int, default=448,
+                    help="input side in pixels the PMMD shapes derive from (a multiple of 32)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="dtype of the operator's inputs")
     ap.add_argument("--impls", nargs="+", default=None, choices=IMPLS, help="default: all usable on the device")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 50 on CUDA, 7 on CPU)")
-    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 10 on CUDA, 1 on CPU)")
     ap.add_argument("--output", default=None, help="JSON path (default output/benchmarks/msda_<device>.json)")
     args = ap.parse_args(argv)
 

@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.evaluation import InteractiveSession, NoCProtocol, ZoomInParams  # noqa: E402
+from adaptiveclick.utils.bench import HelpFormatter  # noqa: E402
 from adaptiveclick.utils.run_info import run_info, write_json  # noqa: E402
 
 
@@ -66,11 +67,11 @@ def run(instances, protocol, make_predictor):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--device", default="cpu", help="device of the zoom-in/flip tensors")
-    ap.add_argument("--instances", type=int, default=100)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--instances", type=int, default=100, help="random ellipse instances per setting")
+    ap.add_argument("--size", type=int, default=512, help="square image side in pixels")
+    ap.add_argument("--max-clicks", type=int, default=20, help="clicks per instance (no early stop)")
     ap.add_argument("--output", default=None,
                     help="JSON path (default output/benchmarks/noc_protocol_<device>.json)")
     args = ap.parse_args(argv)

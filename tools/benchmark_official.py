@@ -20,7 +20,8 @@ plus peak memory (CUDA: max allocated tensor memory; CPU: process max RSS, see a
 and parameter counts (the official count includes its unused ``cls_token``/``fc_norm``/``head``).  ``--dtype
 int8`` (CPU) quantises both models' linear layers the same way (adaptiveclick.utils.quantize); with fp32 among
 the ``--dtype`` values, every other precision also times the official model as it ships (fp32) in the same
-rounds and gets ``ratio_ours_over_official_fp32``.
+rounds and gets ``ratio_ours_over_official_fp32``.  Default ``--dtype``: fp32 on the CPU (bf16 autocast is
+slow on CPUs without bf16 units), fp32 and bf16 on CUDA.
 
 The two models are timed *interleaved* (``adaptiveclick.utils.bench.time_interleaved``: one call of each per
 round, the order rotating), both resident, so that a machine whose speed drifts during the run (shared or
@@ -68,7 +69,7 @@ from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, 
                                        free_device_cache, in_precision, model_for_dtype, paired_ratio,
                                        peak_memory_mb, prepare_train_step, reset_peak_memory, save_report,
                                        synthetic_training_batch, time_interleaved, time_training_interleaved,
-                                       training_peak_memory, TrainingSetup, whole_click_fn)
+                                       training_peak_memory, TrainingSetup, warn_few_iters, whole_click_fn)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
 TRAIN_BATCH = {"base": 16, "large": 8, "huge": 8}
@@ -320,7 +321,8 @@ def main(argv=None):
     from adaptiveclick.utils.official import DEFAULT_OFFICIAL_ROOT, OFFICIAL_ROOT_ENV
 
     ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "official.json"), iters=None, warmup=None,
-                          opts_help="overrides of our config(s); the official model follows them", clicks=True)
+                          opts_help="overrides of our config(s); the official model follows them", clicks=True,
+                          iters_help="; default 50, 10 with --train", warmup_help="; default 5, 2 with --train")
     ap.add_argument("--official-root", default=os.environ.get(OFFICIAL_ROOT_ENV, DEFAULT_OFFICIAL_ROOT),
                     help=f"checkout of github.com/lab206/AdaptiveClick (default ${OFFICIAL_ROOT_ENV} or "
                          f"{DEFAULT_OFFICIAL_ROOT})")
@@ -340,11 +342,10 @@ def main(argv=None):
     # inference: median of 50 after 5; training: median of 10 after 2
     args.iters = args.iters if args.iters is not None else (10 if args.train else 50)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.train else 5)
-    if args.amp is None:
-        args.amp = ["none", "bf16"] if str(args.device).startswith("cuda") else ["none"]
-
+    # an unset --dtype / --amp becomes the device's default here (fp32 / none only on the CPU)
     device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--num-clicks": 1, "--batch": 1,
                                        "--click-rounds": 0})
+    warn_few_iters(args.iters)
     runs = [(os.path.splitext(os.path.basename(args.config_file))[0], args.config_file)] if args.config_file \
         else [(s, SIZE_CONFIGS[s]) for s in dict.fromkeys(args.sizes)]
     missing = [c for _, c in runs if not os.path.isfile(c)]

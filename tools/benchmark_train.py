@@ -4,7 +4,8 @@
 The step is the trainer's own: :class:`adaptiveclick.engine.IterativeClickTrainer` ``run_step`` (forward
 with the losses, non-finite check, backward through the gradient scaler, optional clipping, optimizer step)
 with the optimizer of ``ClickTrainer.build_optimizer`` (the config's SOLVER recipe), under the AMP setting
-``--amp`` (none = fp32; fp16 uses the gradient scaler).  Its random click rounds are switched off for this
+``--amp`` (none = fp32; fp16 uses the gradient scaler; default none on the CPU, where bf16 autocast is slow
+without bf16 units, none and bf16 on CUDA).  Its random click rounds are switched off for this
 measurement; they are timed separately: ``--click-rounds`` rounds of ``IterativeClickTrainer.click_rounds``
 (no-grad eval-mode forward of the batch, probabilities fed back as ``prev_mask``, one new click per sample),
 reported per round.  Since the trainer draws the number of rounds uniformly from {0, ..., N}
@@ -30,7 +31,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adaptiveclick.utils.bench import (AMP_CHOICES, benchmark_parser, check_cli_args,  # noqa: E402
                                        check_click_rounds, cli_load_config, format_table, free_device_cache,
-                                       measure_train_step, save_report)
+                                       measure_train_step, save_report, warn_few_iters)
 
 #: (config, batch) of the default run
 DEFAULT_RUNS = [("configs/sbd/adaptiveclick_vit_b_448.yaml", 16), ("configs/sbd/adaptiveclick_vit_h_448.yaml", 8)]
@@ -41,14 +42,16 @@ def main(argv=None):
     ap.add_argument("--config-file", default=None, metavar="FILE",
                     help="config to time (default: ViT-B at batch 16 and ViT-H at batch 8, SBD configs)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 16 with --config-file)")
-    ap.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_CHOICES),
-                    help="mixed-precision settings to time (none = fp32)")
+    ap.add_argument("--amp", nargs="+", default=None, choices=sorted(AMP_CHOICES),
+                    help="mixed-precision settings to time (none = fp32); default: none on the CPU (bf16 "
+                         "autocast is slow on CPUs without bf16 units), none bf16 on CUDA")
     ap.add_argument("--click-rounds", type=int, default=3, help="no-grad click rounds timed together (0 = skip)")
     ap.add_argument("--size", type=int, default=None, help="square crop side (default INPUT.AUG.CROP_SIZE)")
     args = ap.parse_args(argv)
 
     device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--click-rounds": 0, "--batch": 1,
                                        "--size": 32})
+    warn_few_iters(args.iters)
     runs = [(args.config_file, args.batch or 16)] if args.config_file else \
         [(c, args.batch or b) for c, b in DEFAULT_RUNS]
     missing = [c for c, _ in runs if not os.path.isfile(c)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert an official AdaptiveClick checkpoint (lab206/AdaptiveClick) into a checkpoint of our model.
+r"""Convert an official AdaptiveClick checkpoint (lab206/AdaptiveClick) into a checkpoint of our model.
 
     python tools/convert_official_checkpoint.py OFFICIAL.pth OURS.pth          # config chosen from the weights
     python tools/convert_official_checkpoint.py --input adaptiveclick_base448_sbd.pth \

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""NoC evaluation of a trained model on registered datasets (protocol.md A), printing the NoC table.
+r"""NoC evaluation of a trained model on registered datasets (protocol.md A), printing the NoC table.
 
-    python tools/evaluate_noc.py --config-file configs/synthetic/tiny.yaml --weights output/model_final.pth \
+    python tools/evaluate_noc.py --config-file configs/synthetic/quickstart.yaml --weights output/quickstart/model_final.pth \
         --datasets grabcut,berkeley,davis [--num-gpus 2] [KEY VALUE ...]
 
 Protocol settings come from ``TEST.NOC.*`` (20 clicks, stop at IoU 0.90, threshold 0.49, zoom-in 448 /

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train (or evaluate) an AdaptiveClick model with iterative click simulation, detectron2 style.
+r"""Train (or evaluate) an AdaptiveClick model with iterative click simulation, detectron2 style.
 
     python tools/train_net.py --config-file configs/synthetic/quickstart.yaml
     python tools/train_net.py --config-file configs/sbd/adaptiveclick_vit_b_448.yaml --num-gpus 8 \

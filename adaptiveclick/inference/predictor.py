@@ -10,10 +10,21 @@ region resized to ``TEST.NOC.ZOOM_IN.TARGET_SIZE``; the protocol does the same.
 
 The predictor keeps every step, so :meth:`InteractivePredictor.undo` restores the previous mask, the
 previous-mask input of the next click and the zoom-in region exactly as they were.
+
+Results are independent of the predictor: every :class:`PredictionResult` holds its own copy of the mask and
+the probabilities, marked read-only, so that editing a result in place raises ("assignment destination is
+read-only") instead of silently changing the mask the next click is fed, the undo history or
+:attr:`InteractivePredictor.result`; ``np.array(result.mask)`` gives a writable copy.
+
+Thread-safe: the calls of one predictor are serialised by its lock (a click, an undo, a reset or a new image
+runs whole before the next one starts), so several threads may share a predictor; they then take turns.  For
+parallel throughput use one predictor per thread, each with its own copy of the model (predictors built on
+one model object are not serialised against each other by this lock).
 """
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -36,7 +47,9 @@ class PredictionResult:
     """The state after a click (or an undo).
 
     mask: bool (H, W), the object.  probs: float32 (H, W) in [0, 1].  clicks: the clicks that produced it,
-    in order.  seconds: wall time of the prediction (0 for a restored state).
+    in order.  seconds: wall time of the prediction (0 for a restored state).  ``mask`` and ``probs`` are
+    this result's own read-only arrays (not views of the predictor's state): writing to them raises; copy
+    them (``np.array(result.mask)``) to edit.
     """
 
     mask: np.ndarray
@@ -64,6 +77,39 @@ def _is_cfg(obj) -> bool:
     return isinstance(obj, CfgNode)
 
 
+def _check_device(device, what: str) -> torch.device:
+    """``torch.device(device)``; RuntimeError naming ``what`` for CUDA on a machine without a usable GPU (or a
+    GPU index that does not exist), raised before anything is built instead of the driver's error."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{what}={str(device)!r} but CUDA is not available on this machine (torch "
+                               f"{torch.__version__}, CUDA build {torch.version.cuda}): use device='cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"{what}={str(device)!r} but this machine has only {torch.cuda.device_count()} "
+                               f"CUDA device(s)")
+    return device
+
+
+def _pixel_index(name: str, value) -> int:
+    """``value`` as an int pixel index: Python and NumPy integers, and 0-d integer torch tensors; TypeError
+    saying what to do for anything else (floats are not rounded silently)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.dtype.is_floating_point \
+            and not value.dtype.is_complex and value.dtype != torch.bool:
+        return int(value.item())
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0:
+            hint = f"; pass one number, not an array of shape {tuple(value.shape)}"
+        elif isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) \
+                or isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+            hint = f"; round float coordinates first, e.g. int(round({'y' if name == 'row' else 'x'}))"
+        else:
+            hint = ""
+        raise TypeError(f"{name} must be an integer pixel index (0-based, row first){hint}; got {value!r} "
+                        f"({type(value).__name__})")
+    return int(value)
+
+
 class InteractivePredictor:
     """Click-by-click segmentation of one image at a time.
 
@@ -89,14 +135,24 @@ class InteractivePredictor:
             (CPU only, :mod:`adaptiveclick.utils.quantize`); about a quarter faster per ViT-B click on CPUs without
             fast bf16; NoC unchanged on the small trained model we could check, so check yours with
             ``tools/evaluate_noc.py --int8`` (README, Speed).  ``self.model`` is then that copy.
+
+    Every call that reads or changes the state (:meth:`set_image`, :meth:`add_click`, :meth:`undo`,
+    :meth:`reset`, :attr:`clicks`, :attr:`result`) holds the predictor's lock (a ``threading.RLock``), so a
+    predictor shared by threads serialises their calls: each click sees the clicks and the previous mask
+    that the calls before it left.  That is correctness, not speed: for parallel throughput use one
+    predictor (and one model copy) per thread.  Every call except :meth:`set_image` needs an image first
+    and raises RuntimeError without one.
     """
 
     def __init__(self, cfg_or_model, device=None, zoom_in: Union[None, bool, ZoomInParams] = None,
                  flip: Optional[bool] = None, threshold: Optional[float] = None, compile: Union[bool, str] = False,
                  quantize: Optional[str] = None):
+        self._lock = threading.RLock()
         params = ZoomInParams()
         if _is_cfg(cfg_or_model):
             cfg = cfg_or_model
+            _check_device(device if device is not None else cfg.MODEL.DEVICE,
+                          "device" if device is not None else "MODEL.DEVICE")
             model = self._build(cfg, device)
             z = cfg.TEST.NOC.ZOOM_IN
             params = ZoomInParams(target_size=tuple(z.TARGET_SIZE), expansion_ratio=z.EXPANSION_RATIO,
@@ -111,7 +167,7 @@ class InteractivePredictor:
         elif isinstance(cfg_or_model, torch.nn.Module):
             model = cfg_or_model
             if device is not None:
-                model = model.to(torch.device(device))
+                model = model.to(_check_device(device, "device"))
         else:
             raise TypeError("cfg_or_model must be a detectron2 CfgNode or a torch.nn.Module, "
                             f"got {type(cfg_or_model).__name__}")
@@ -157,10 +213,29 @@ class InteractivePredictor:
                          zoom_in: Union[None, bool, ZoomInParams] = None, flip: Optional[bool] = None,
                          threshold: Optional[float] = None, compile: Union[bool, str] = False,
                          quantize: Optional[str] = None) -> "InteractivePredictor":
-        """Build from a YAML config (``opts``: KEY VALUE overrides; ``weights`` sets MODEL.WEIGHTS)."""
+        """Build from a YAML config; ``weights`` sets MODEL.WEIGHTS.
+
+        ``opts``: config overrides as a flat list (or tuple) of KEY VALUE pairs, e.g.
+        ``["TEST.NOC.FLIP", False, "MODEL.DEVICE", "cpu"]``; a string raises TypeError, a key the config
+        does not have raises KeyError ``Non-existent config key: ...``, as a misspelt key in a YAML file does.
+        ``device="cuda"`` on a machine without a usable GPU raises RuntimeError before anything is built.
+        """
         from adaptiveclick.config import load_config_file
 
-        cfg = load_config_file(config_file, opts)
+        if isinstance(opts, (str, bytes)) or not isinstance(opts, (list, tuple)):
+            raise TypeError(f"opts must be a list like ['KEY', value, ...] (config overrides), "
+                            f"got {type(opts).__name__} {opts!r}")
+        if device is not None:
+            _check_device(device, "device")
+        try:
+            cfg = load_config_file(config_file, opts)
+        except AssertionError as e:
+            # yacs' merge_from_list reports an unknown key by assertion; a YAML file's unknown key is a KeyError
+            message = str(e)
+            prefix = "Non-existent key: "
+            if message.startswith(prefix):
+                raise KeyError(f"Non-existent config key: {message[len(prefix):]} (in opts)") from None
+            raise
         if weights:
             cfg.MODEL.WEIGHTS = weights
         if device is not None:
@@ -181,11 +256,15 @@ class InteractivePredictor:
             cfg.defrost()
             cfg.MODEL.DEVICE = str(device)
             cfg.freeze()
-        model = build_model(cfg)
         weights = cfg.MODEL.WEIGHTS
-        if weights:
+        if weights:  # checked before the model is built: a wrong path fails at once
+            if os.path.isdir(weights):
+                raise IsADirectoryError(f"MODEL.WEIGHTS is a directory, not a checkpoint file: {weights} "
+                                        f"(give the .pth file, e.g. {os.path.join(weights, 'model_final.pth')})")
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS not found: {weights}")
+        model = build_model(cfg)
+        if weights:
             # strict: a corrupt file, or one whose tensors do not fit the model (other shapes, parameters
             # missing), raises CheckpointError naming the file and the keys
             AtomicCheckpointer(model, strict=True).load(weights)
@@ -201,21 +280,25 @@ class InteractivePredictor:
 
     @property
     def clicks(self) -> Tuple[Click, ...]:
-        return tuple(s.click for s in self._steps)
+        """The clicks so far, in order (empty before the first click)."""
+        with self._lock:
+            return tuple(s.click for s in self._steps)
 
     @property
     def result(self) -> Optional[PredictionResult]:
-        """The state after the last click, or None when there is no click."""
-        if not self._steps:
-            return None
-        return self._result(self._steps[-1].probs, self._steps[-1].seconds)
+        """The state after the last click (a fresh read-only copy), or None when there is no click."""
+        with self._lock:
+            if not self._steps:
+                return None
+            return self._result(self._steps[-1].probs, self._steps[-1].seconds)
 
     def _require_image(self, what: str) -> None:
         if self._image is None:
             raise RuntimeError(f"{what} needs an image: call set_image() first")
 
     def set_image(self, image: np.ndarray) -> None:
-        """Start on a new RGB image: uint8 (H, W, 3).  Drops the clicks of the previous image."""
+        """Start on a new RGB image: uint8 (H, W, 3).  Drops the clicks of the previous image.  The image is
+        copied: changing ``image`` afterwards does not change the predictor's."""
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}")
         if image.dtype != np.uint8:
@@ -228,58 +311,86 @@ class InteractivePredictor:
             raise ValueError(f"image is empty: shape {image.shape}")
         image = np.array(image, dtype=np.uint8, order="C", copy=True)
         # the network input of the whole image is made once per image (0..255 float, as the protocol feeds)
-        self._image_t = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device, torch.float32)
+        image_t = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device, torch.float32)
         image.setflags(write=False)
-        self._image = image
-        self.reset()
+        with self._lock:
+            self._image_t = image_t
+            self._image = image
+            self._reset()
 
     def reset(self) -> None:
-        """Drop every click (the image stays)."""
+        """Drop every click (the image stays).  Like :meth:`undo`, it needs an image: RuntimeError before
+        :meth:`set_image`."""
+        with self._lock:
+            self._require_image("reset")
+            self._reset()
+
+    def _reset(self) -> None:
         self._steps = []
-        self._zoom = ZoomIn(self.zoom_in_params, self._image.shape[:2]) \
-            if self.zoom_in_params is not None and self._image is not None else None
+        self._zoom = ZoomIn(self.zoom_in_params, self._image.shape[:2]) if self.zoom_in_params is not None else None
 
     # ------------------------------------------------------------------------------------------ clicks
     def add_click(self, row: int, col: int, positive: bool = True) -> PredictionResult:
-        """Add a click at pixel (row, col) and predict; returns the new state."""
-        self._require_image("add_click")
-        for name, value in (("row", row), ("col", col)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-                raise TypeError(f"{name} must be an integer pixel index, got {value!r}")
+        """Add a click at pixel (row, col) and predict; returns the new state.
+
+        ``row`` and ``col`` are 0-based integer pixel indices (row first): Python or NumPy integers, or 0-d
+        integer torch tensors.  Floats are refused with a TypeError, not rounded: round them yourself, e.g.
+        ``int(round(y))``.  ``positive`` is a bool (``True``/``False``, NumPy bools too); ``1``/``0`` are
+        refused.  A click outside the image raises ValueError.  The state is unchanged by a failed call.
+        """
+        row, col = _pixel_index("row", row), _pixel_index("col", col)
         if not isinstance(positive, (bool, np.bool_)):
-            raise TypeError(f"positive must be a bool, got {positive!r}")
-        h, w = self._image.shape[:2]
-        if not (0 <= row < h and 0 <= col < w):
-            raise ValueError(f"click (row={row}, col={col}) lies outside the image of size (H, W) = ({h}, {w})")
-        click = Click(bool(positive), int(row), int(col))
-        clicks = list(self.clicks) + [click]
-        prev = self._steps[-1].probs if self._steps else torch.zeros((1, 1, h, w), device=self.device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            probs = transformed_prediction(self._net, self._image_t, prev, clicks, zoom_in=self._zoom,
-                                           flip=self.flip)[None, None]
-            if not torch.isfinite(probs).all():
-                raise FloatingPointError("the model produced non-finite probabilities")
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - start
-        self._steps.append(_Step(click, probs, self._zoom.roi if self._zoom is not None else None, seconds))
-        return self._result(probs, seconds)
+            raise TypeError(f"positive must be a bool: pass True (object) or False (background), got {positive!r} "
+                            f"({type(positive).__name__})")
+        with self._lock:
+            self._require_image("add_click")
+            h, w = self._image.shape[:2]
+            if not (0 <= row < h and 0 <= col < w):
+                raise ValueError(f"click (row={row}, col={col}) lies outside the image of size (H, W) = ({h}, {w})")
+            click = Click(bool(positive), row, col)
+            clicks = list(self.clicks) + [click]
+            prev = self._steps[-1].probs if self._steps else torch.zeros((1, 1, h, w), device=self.device)
+            roi_before = self._zoom.roi if self._zoom is not None else None
+            start = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    probs = transformed_prediction(self._net, self._image_t, prev, clicks, zoom_in=self._zoom,
+                                                   flip=self.flip)[None, None]
+                    if not torch.isfinite(probs).all():
+                        raise FloatingPointError("the model produced non-finite probabilities")
+            except BaseException:
+                if self._zoom is not None:  # the zoom-in region moves before the network runs: put it back
+                    self._zoom.roi = roi_before
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            self._steps.append(_Step(click, probs, self._zoom.roi if self._zoom is not None else None, seconds))
+            return self._result(probs, seconds)
 
     def undo(self) -> PredictionResult:
         """Remove the last click; returns the state before it (an empty mask when no click is left)."""
-        self._require_image("undo")
-        if not self._steps:
-            raise ValueError("undo: there is no click to undo")
-        self._steps.pop()
-        if self._zoom is not None:
-            # the region of the last remaining click; None lets the next click choose afresh, as at the start
-            self._zoom.roi = self._steps[-1].roi if self._steps else None
-        if self._steps:
-            return self._result(self._steps[-1].probs, 0.0)
-        h, w = self._image.shape[:2]
-        return PredictionResult(np.zeros((h, w), dtype=bool), np.zeros((h, w), dtype=np.float32), (), 0.0)
+        with self._lock:
+            self._require_image("undo")
+            if not self._steps:
+                raise ValueError("undo: there is no click to undo")
+            self._steps.pop()
+            if self._zoom is not None:
+                # the region of the last remaining click; None lets the next click choose afresh, as at the start
+                self._zoom.roi = self._steps[-1].roi if self._steps else None
+            if self._steps:
+                return self._result(self._steps[-1].probs, 0.0)
+            h, w = self._image.shape[:2]
+            return _frozen_result(np.zeros((h, w), dtype=bool), np.zeros((h, w), dtype=np.float32), (), 0.0)
 
     def _result(self, probs: torch.Tensor, seconds: float) -> PredictionResult:
-        p = probs[0, 0].float().cpu().numpy()
-        return PredictionResult(p > self.threshold, p, self.clicks, seconds)
+        # a copy on the host in every case (on the CPU, .numpy() alone would share the stored step's memory)
+        p = probs[0, 0].detach().to("cpu", torch.float32, copy=True).numpy()
+        return _frozen_result(p > self.threshold, p, self.clicks, seconds)
+
+
+def _frozen_result(mask: np.ndarray, probs: np.ndarray, clicks, seconds: float) -> PredictionResult:
+    """A :class:`PredictionResult` of arrays owned by it alone, marked read-only."""
+    mask.setflags(write=False)
+    probs.setflags(write=False)
+    return PredictionResult(mask, probs, tuple(clicks), seconds)

@@ -23,6 +23,10 @@
   measurement of ``tools/benchmark_inference.py``; its pieces (:func:`click_batch`, :func:`forward_only_fn`,
   :func:`whole_click_fn`) are what ``tools/benchmark_official.py`` times of our model, interleaved with the
   official one.
+* :func:`benchmark_parser` (with :class:`HelpFormatter`: ``--help`` shows every default),
+  :func:`check_cli_args` and :func:`warn_few_iters`: the command line the tools share.  The precisions timed
+  by default depend on the device (:func:`default_dtypes`, :func:`default_amp`): fp32 only on the CPU (bf16
+  autocast is slow on CPUs without bf16 units, ~30 s per ViT-B click on an AVX2 CPU), fp32 and bf16 on CUDA.
 * :func:`synthetic_training_batch`, :func:`time_training`, :func:`measure_train_step`: the training
   measurement of ``tools/benchmark_train.py``.  ``tools/benchmark_official.py --train`` builds each
   implementation's training as a :class:`TrainingSetup` (ours: :func:`prepare_train_step`), times them
@@ -30,6 +34,7 @@
   (:func:`training_peak_memory`).
 """
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -49,6 +54,7 @@ import torch
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
            "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb",
            "autocast", "in_precision", "count_parameters", "format_table", "load_config", "benchmark_parser",
+           "HelpFormatter", "default_dtypes", "default_amp", "warn_few_iters", "MIN_STEADY_ITERS",
            "cli_load_config", "check_cli_args", "check_click_rounds", "free_device_cache", "save_report",
            "build_benchmark_model", "click_inputs", "click_batch", "forward_only_fn", "whole_click_fn",
            "check_click_mask", "measure_click_model", "synthetic_training_batch", "time_training",
@@ -457,23 +463,68 @@ def time_forward_and_click(forward: Callable, whole_click: Callable, image_shape
     return result
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The benchmark tools' ``--help``: the description as written (its example commands line by line) and
+    ``(default: ...)`` after every option whose help does not already say its default (options whose default
+    is None or False, computed later or a plain switch, say it in their help or have none to say)."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = action.default
+        if not action.option_strings or default is None or default is False or default is argparse.SUPPRESS \
+                or "default" in help_text.lower():
+            return help_text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{help_text} (default: {shown.replace('%', '%%')})"
+
+
+#: fewer timed rounds than this make a noisy median: the tools warn (:func:`warn_few_iters`)
+MIN_STEADY_ITERS = 10
+
+
+def default_dtypes(device) -> list:
+    """The ``--dtype`` precisions timed when none are given: fp32 on the CPU (bf16 autocast is an emulation on
+    CPUs without bf16 units, e.g. ~30 s per ViT-B/448 click on a 2-core AVX2 CPU), fp32 and bf16 on CUDA."""
+    return ["fp32", "bf16"] if torch.device(device).type == "cuda" else ["fp32"]
+
+
+def default_amp(device) -> list:
+    """The ``--amp`` settings of the training benchmarks when none are given: ``none`` (fp32) on the CPU,
+    ``none`` and ``bf16`` on CUDA (see :func:`default_dtypes`)."""
+    return ["none", "bf16"] if torch.device(device).type == "cuda" else ["none"]
+
+
+def warn_few_iters(iters: int, flag: str = "--iters") -> bool:
+    """Print a warning on stderr when ``iters`` timed rounds are fewer than :data:`MIN_STEADY_ITERS`; returns
+    whether it warned.  Not an error: short runs are fine for trying a tool out."""
+    if iters is not None and iters < MIN_STEADY_ITERS:
+        print(f"warning: {flag} {iters}: medians of fewer than {MIN_STEADY_ITERS} rounds are noisy; use "
+              f"{flag} {MIN_STEADY_ITERS} or more for numbers to compare", file=sys.stderr, flush=True)
+        return True
+    return False
+
+
 def benchmark_parser(description: str, output: str, iters: Optional[int], warmup: Optional[int],
-                     opts_help: str = "config overrides", clicks: bool = False):
+                     opts_help: str = "config overrides", clicks: bool = False, iters_help: str = "",
+                     warmup_help: str = ""):
     """The argument parser the benchmark tools share: ``--device``, ``--iters``, ``--warmup``, ``--seed``,
     ``--output`` (default ``output``) and trailing ``KEY VALUE`` config overrides; with ``clicks``, also the
-    inference arguments ``--dtype`` (autocast precisions) and ``--num-clicks``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inference arguments ``--dtype`` (autocast precisions; default None, which :func:`check_cli_args` turns
+    into :func:`default_dtypes` of the device) and ``--num-clicks``.  ``--help`` shows the defaults;
+    ``iters_help`` / ``warmup_help`` are added to the help of ``--iters`` / ``--warmup`` (say there what a
+    default of None becomes)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--iters", type=int, default=iters, help="timed runs per measurement (median reported)")
-    ap.add_argument("--warmup", type=int, default=warmup, help="untimed runs before each measurement")
+    ap.add_argument("--iters", type=int, default=iters,
+                    help="timed runs per measurement (median reported)" + iters_help)
+    ap.add_argument("--warmup", type=int, default=warmup, help="untimed runs before each measurement" + warmup_help)
     if clicks:
-        ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES),
+        ap.add_argument("--dtype", nargs="+", default=None, choices=sorted(DTYPES),
                         help="autocast precisions to time (fp32 = autocast off; int8 = a copy with int8 "
-                             "dynamically quantised linear layers, CPU only)")
+                             "dynamically quantised linear layers, CPU only); default: fp32 on the CPU "
+                             "(bf16 autocast is slow on CPUs without bf16 units), fp32 bf16 on CUDA")
         ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input of a timed click")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     ap.add_argument("--output", default=output, help=f"JSON report (default {output})")
     ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help=opts_help)
     return ap
@@ -490,7 +541,8 @@ def cli_load_config(ap, config_file: str, opts: Sequence, device):
 def check_cli_args(ap, args, minimums: Dict[str, int]):
     """Common argument checks of the benchmark tools, as ``ap.error`` (exit 2, naming the value): each
     ``--flag`` in ``minimums`` (flag -> least value; unset (None) values pass), KEY VALUE pairs in
-    ``args.opts``, and ``args.device``.  Returns the checked ``torch.device``."""
+    ``args.opts``, and ``args.device``.  An unset ``args.dtype`` / ``args.amp`` (None) becomes the device's
+    default (:func:`default_dtypes`, :func:`default_amp`).  Returns the checked ``torch.device``."""
     for flag, minimum in minimums.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None and value < minimum:
@@ -501,6 +553,10 @@ def check_cli_args(ap, args, minimums: Dict[str, int]):
         device = check_device(args.device)
     except ValueError as e:
         ap.error(f"--device: {e}")
+    if hasattr(args, "dtype") and args.dtype is None:
+        args.dtype = default_dtypes(device)
+    if hasattr(args, "amp") and args.amp is None:
+        args.amp = default_amp(device)
     quantized = [d for d in getattr(args, "dtype", None) or [] if d in QUANTIZED_DTYPES]
     if quantized and device.type != "cpu":
         ap.error(f"--dtype {' '.join(quantized)} runs on the CPU only (PyTorch's dynamic int8 kernels), not on "

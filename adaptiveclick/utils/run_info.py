@@ -6,7 +6,7 @@ import os
 import platform
 import subprocess
 
-__all__ = ["run_info", "git_revision", "device_name", "write_json"]
+__all__ = ["run_info", "git_revision", "device_name", "cpu_model", "load_average", "write_json"]
 
 
 def git_revision(path=None):
@@ -31,8 +31,34 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+def cpu_model():
+    """The CPU's model name ("model name" of /proc/cpuinfo, e.g. "AMD EPYC 7B13"), else
+    ``platform.processor()``, else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def load_average():
+    """The system's 1, 5 and 15-minute load averages (``os.getloadavg()``, rounded to 0.01), or None where the
+    platform has none.  Read when the report is written: with the run's length it tells whether other work
+    shared the machine (a load near the core count while a benchmark ran means its numbers are suspect)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def run_info(device="cpu"):
-    """Device, library versions, git revision and time, as a JSON-serialisable dict."""
+    """Device, CPU model, load average, library versions, git revision and time, as a JSON-serialisable dict:
+    ``cpu_model`` (:func:`cpu_model`) and ``load_average`` ([1 min, 5 min, 15 min], :func:`load_average`) are
+    recorded for a CUDA run too (the host still feeds the GPU)."""
     import numpy
     import torch
 
@@ -46,6 +72,8 @@ def run_info(device="cpu"):
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "load_average": load_average(),
     }
     try:
         import detectron2

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run clicks on an image with a trained model and write the overlay (detectron2's Visualizer).
 
-    python tools/demo/visualize.py --config-file configs/synthetic/quickstart.yaml \
+    python tools/demo/visualize.py --config-file configs/synthetic/quickstart.yaml \\
         --weights output/quickstart/model_final.pth --image photo.jpg --clicks "40,60,+;80,20,-" --output out.png
 
 Clicks are "row,col,sign" separated by ";" (sign "+" positive, "-" negative), applied in order; the picture
@@ -14,7 +14,8 @@ coordinates of the image as displayed; transparency composited on white; 16-bit 
 scaled by the full range of its sample type (65535 -> 255), floating-point greyscale only in [0, 1].  Unlike
 the upload, any type Pillow reads is accepted, with no pixel limit but Pillow's decompression-bomb check.
 An unreadable image, or a click outside it, is an error (``error: ...``, exit status 2) before the model
-is loaded.
+is loaded; so is a bad model argument (a missing config or weights file, weights that are a directory or do
+not fit, an unknown config key in the overrides, a device without CUDA), after it.
 """
 
 import argparse
@@ -162,6 +163,9 @@ if __name__ == "__main__":
     setup_logger(name="adaptiveclick")  # here, not in main(): a caller of main() keeps its own logging
     try:
         sys.exit(main())
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    except KeyError as e:  # an unknown config key (overrides or YAML); str() of a KeyError adds quotes
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Browser demo of interactive segmentation: open an image, click the object, download the mask.
 
-    python tools/demo/web.py --config-file configs/synthetic/tiny.yaml --weights output/model_final.pth
+    python tools/demo/web.py --config-file configs/synthetic/quickstart.yaml \\
+        --weights output/quickstart/model_final.pth    # the model the README's quick start trains
     # then open http://127.0.0.1:8000/ : left click = positive, right click = negative
 
 Options: ``--host`` (default 127.0.0.1, this machine only: the server has no authentication, so bind a
