@@ -7,7 +7,7 @@ loader is built from the same parts (``get_detection_dataset_dicts``, a sampler,
 but the per-process stream is :class:`TrainSampleStream`, which can start after the samples an earlier run
 already delivered (:meth:`TrainSampleStream.skip`): the resumed run then sees the batches an uninterrupted run
 would have seen at the same iterations, and with the trainer's per-iteration seeding it reaches the same
-weights (tests/test_engine.py checks bit-equality on the CPU).
+weights (tests/test_train_loader.py checks bit-equality on the CPU).
 
 Order of the stream, as detectron2's ``ToIterableDataset`` + ``DataLoader``: the process's sampler stream is
 cut into chunks of its batch size B; DataLoader worker w of W maps chunks w, w + W, w + 2W, ...; the
@@ -16,9 +16,10 @@ the loader batches in the main process, and every crop is CROP_SIZE, so batches 
 batch of B without it.  So unit k of the process comes from worker k mod W, and after n delivered units worker
 w has delivered ``ceil((n - w) / W)`` of its own.  A resumed loader starts taking from its worker 0 again, so
 its worker w plays the part of worker (n + w) mod W of the interrupted run: that worker's chunks, from where
-it stopped, with its worker id in the mapper's generators.  The resumed stream is exactly the continuation when the
-number of processes, the batch size per process, ``DATALOADER.NUM_WORKERS`` and ``ASPECT_RATIO_GROUPING`` are
-the same as before (otherwise it is still a fresh part of the sampler stream, not a replay).
+it stopped, with that worker's id in the mapper's generators.  The resumed stream is exactly the continuation
+when the number of processes, the batch size per process, ``DATALOADER.NUM_WORKERS`` and
+``ASPECT_RATIO_GROUPING`` are the same as before (otherwise it is still a fresh part of the sampler stream, not
+a replay).
 """
 
 import itertools
