@@ -270,6 +270,20 @@ def test_non_finite_loss_or_gradient_names_iteration_and_keeps_weights(model_kw,
     assert torch.equal(model.w.detach(), before) and torch.isfinite(before).all()
 
 
+def test_all_finite_per_dtype_and_device_group_leaves_values_alone():
+    from adaptiveclick.engine.trainer import all_finite
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        t = torch.tensor([1.5, -3.0, 65000.0 if dtype == torch.float16 else 1e30], dtype=dtype)
+        before = t.clone()
+        assert all_finite([torch.ones(2), t]) and torch.equal(t, before)
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            u = before.clone()
+            u[1] = bad
+            assert not all_finite([torch.ones(2), u]), (dtype, bad)
+    assert all_finite([]) and all_finite([torch.arange(3)])
+
+
 def test_fp16_scaler_skips_a_non_finite_gradient_step_itself():
     model = ToyModel(nan_grad_at={1})
     trainer = _trainer(model, [make_sample(rect(16, 16, 2, 9, 2, 9), [(5, 5, 1)])], max_click_rounds=0,
