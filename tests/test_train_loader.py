@@ -176,19 +176,23 @@ def _train(cfg, resume):
     return trainer
 
 
-def test_resumed_run_on_the_real_loader_reaches_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_on_the_real_loader_reaches_the_uninterrupted_weights(tmp_path, workers):
     # the interrupted run's checkpoint after iteration 2 (of 0..5); before the loader continued its stream, the
-    # resumed run trained iterations 3-5 on the batches of iterations 0-2 again (weights ~3e-4 apart)
-    name = "test_train_loader_resume"
+    # resumed run trained iterations 3-5 on the batches of iterations 0-2 again (weights ~3e-4 apart).  With 2
+    # workers and batches of 3, the 9 samples of the finished iterations leave the rotation of the workers at
+    # worker 1: the resumed loader's worker 0 continues the stream of the interrupted run's worker 1.
+    name = f"test_train_loader_resume_{workers}"
     _register(tmp_path, name)
+    opts = ["MODEL.ADAPTIVECLICK.DROPOUT", 0.1, "DATALOADER.NUM_WORKERS", workers, "SOLVER.IMS_PER_BATCH", 3]
     try:
-        full = _train(_cfg(tmp_path / "full", name, "MODEL.ADAPTIVECLICK.DROPOUT", 0.1), resume=False)
+        full = _train(_cfg(tmp_path / "full", name, *opts), resume=False)
         resumed_dir = tmp_path / "resumed"
         resumed_dir.mkdir()
         os.link(tmp_path / "full" / "model_0000002.pth", resumed_dir / "model_0000002.pth")
         (resumed_dir / "last_checkpoint").write_text("model_0000002.pth")
-        resumed = _train(_cfg(resumed_dir, name, "MODEL.ADAPTIVECLICK.DROPOUT", 0.1), resume=True)
-        assert resumed.start_iter == 3 and find_sample_stream(resumed._trainer.data_loader).start == 6
+        resumed = _train(_cfg(resumed_dir, name, *opts), resume=True)
+        assert resumed.start_iter == 3 and find_sample_stream(resumed._trainer.data_loader).start == 9
         for (key, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
             assert torch.equal(a, b), key
     finally:
