@@ -687,8 +687,28 @@ def test_fewer_than_10_timed_rounds_warn_on_stderr(tmp_path, monkeypatch, capsys
     assert "medians of fewer" not in capsys.readouterr().err
 
 
+def test_benchmark_loader_tiny(tmp_path, capsys):
+    out = tmp_path / "loader.json"
+    report = _load_tool("benchmark_loader").main(
+        ["--config-file", TINY, "--workers", "0", "1", "--batch", "3", "--iters", "2", "--warmup", "1", "--images", "4",
+         "--image-size", "48", "--device", "cpu", "--output", str(out), "INPUT.AUG.CROP_SIZE", "[32, 32]"])
+    assert json.loads(out.read_text()) == report and report["benchmark"] == "loader"
+    _check_run_info(report)
+    assert report["config"]["crop_size"] == [32, 32] and report["config"]["pin_memory"] is False
+    rows = report["results"]
+    assert [r["workers"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["samples"] == 6 and r["samples_per_s"] == pytest.approx(6 / r["seconds"], rel=0.01)
+        assert 0 < r["batch_median_ms"] <= r["batch_p90_ms"]
+    assert rows[1]["samples_per_s_per_worker"] == rows[1]["samples_per_s"] and "samples_per_s_per_worker" not in rows[0]
+    assert "medians of fewer" in capsys.readouterr().err
+    from detectron2.data import DatasetCatalog  # the temporary dataset is gone again
+
+    assert not [n for n in DatasetCatalog.list() if n.startswith("benchmark_loader_synthetic")]
+
+
 BENCHMARK_TOOLS = ["benchmark_inference", "benchmark_train", "benchmark_official", "benchmark_msda",
-                   "benchmark_noc_protocol"]
+                   "benchmark_noc_protocol", "benchmark_loader"]
 
 
 @pytest.mark.parametrize("tool", BENCHMARK_TOOLS)
@@ -704,7 +724,8 @@ def test_help_shows_the_defaults_and_the_examples_line_by_line(tool, capsys):
                 "benchmark_official": ["default 50, 10 with --train", "(default: base huge)",
                                        "default: fp32 on the CPU"],
                 "benchmark_msda": ["(default: 1 16)", "(default: float32)"],
-                "benchmark_noc_protocol": ["(default: 100)", "(default: 512)"]}[tool]
+                "benchmark_noc_protocol": ["(default: 100)", "(default: 512)"],
+                "benchmark_loader": ["(default: 0 1 2)", "(default: 500)", "(default: 16)"]}[tool]
     for piece in expected + ["--device", "(default: "]:
         assert piece in " ".join(text.split()), (piece, text)
     # the module docstring (the --help description) keeps every source line: an unescaped backslash at the
