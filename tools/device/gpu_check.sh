@@ -14,6 +14,7 @@
 #   7. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32, all three
 #      resident and timed interleaved (peak memory from each alone first)
 #   8. ms per click of the predictor, eager and with compile=True (CUDA graphs)
+#   9. samples/s of the training loader with 2, 4 and 8 workers (pinned batches; that machine's 16 cores)
 # A step that would not fit the time left is skipped and said so; a failing step does not stop the others; a
 # benchmark stopped by its limit leaves the JSON of the models it finished ("complete": false).
 # Writes to $OUT (at most 8 files come back): log.txt and one JSON per benchmark.  GPU_CHECK_DRY=1 runs the
@@ -98,6 +99,8 @@ fi
 run_step inference 120 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
   configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --compile --iters 20 \
   --warmup 6 --output "$OUT/inference.json"
+run_step loader 45 "$PY" tools/benchmark_loader.py --device cuda --workers 2 4 8 --batch 32 --iters 10 --warmup 3 \
+  --output "$OUT/loader.json"
 
 echo "=== done in $(( $(date +%s) - T0 ))s; failed or skipped: ${FAILED[*]:-none}"
 [ "${#FAILED[@]}" -eq 0 ]
