@@ -55,6 +55,10 @@ def _add_model_config(cfg):
     # Path of an MAE checkpoint (mae_pretrain_vit_{base,large,huge}.pth) loaded into the ViT when the model is
     # built (official behaviour), with pos-embed interpolation and a missing/unused-key report; "" = none.
     cfg.MODEL.VIT.PRETRAINED = ""
+    # Random initialisation of the ViT before any MAE weights: "official" (the official ViT's: xavier-uniform
+    # linear layers and patch embedding, N(0, 0.02) position embedding) or "detectron2" (its ViT's truncated
+    # N(0, 0.02) linear layers).  Matters only when training without MODEL.VIT.PRETRAINED.
+    cfg.MODEL.VIT.INIT = "official"
 
     cfg.MODEL.ADAPTIVECLICK = CN()
     # Disk radius of the click maps in network-input pixels (official norm_radius 5, use_disks=True).

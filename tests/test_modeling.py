@@ -167,6 +167,36 @@ def test_mae_loading_maps_keys_and_interpolates(tmp_path):
     torch.testing.assert_close(vit.pos_embed[:, :1], state["pos_embed"][:, :1])
 
 
+def test_vit_random_init_official_and_detectron2():
+    import math
+
+    def vit(init):
+        torch.manual_seed(0)
+        return ClickViT(img_size=128, patch_size=16, embed_dim=96, depth=2, num_heads=3, window_size=4,
+                        global_block_indexes=(1,), init=init)
+
+    official, d2 = vit("official"), vit("detectron2")
+    for name, module in official.blocks.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            fan_out, fan_in = module.weight.shape
+            bound = math.sqrt(6 / (fan_in + fan_out))  # xavier-uniform (official models_vit, JAX ViT)
+            w = module.weight.detach()
+            assert w.abs().max() <= bound and float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05), name
+            assert not module.bias.any(), name
+            d2_weight = d2.blocks.get_submodule(name).weight.detach()
+            assert float(d2_weight.std()) == pytest.approx(0.02, rel=0.05), name  # detectron2: trunc N(0, 0.02)
+    w = official.patch_embed.proj.weight.detach()  # as a linear layer of its flattened 3 x 16 x 16 kernel
+    bound = math.sqrt(6 / (w.shape[0] + w[0].numel()))
+    assert w.abs().max() <= bound and float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert float(official.pos_embed.detach().std()) == pytest.approx(0.02, rel=0.05)
+    # the click embedding keeps PyTorch's default (kaiming-uniform, bound 1 / sqrt(fan_in) for a = sqrt(5))
+    coords = official.patch_embed_coords.proj.weight.detach()
+    assert coords.abs().max() <= 1 / math.sqrt(coords[0].numel())
+    with pytest.raises(ValueError, match="MODEL.VIT.INIT"):
+        vit("xavier")
+    assert _model().backbone.net.blocks[0].attn.qkv.weight.std() > 0.05  # the config default is "official"
+
+
 def test_mae_loading_warns_about_a_partial_checkpoint(tmp_path, caplog):
     state = _fake_mae_state()
     vit = ClickViT(img_size=128, patch_size=16, embed_dim=48, depth=2, num_heads=3, window_size=4,

@@ -16,6 +16,7 @@ attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``), so MAE and official checkpoint
 import math
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -27,7 +28,7 @@ from detectron2.config import configurable
 
 from adaptiveclick.utils.checks import check_int
 
-__all__ = ["SDPAAttention", "ClickViT", "SimpleFeaturePyramidGN", "ClickViTBackbone"]
+__all__ = ["SDPAAttention", "ClickViT", "SimpleFeaturePyramidGN", "ClickViTBackbone", "VIT_INITS"]
 
 
 class SDPAAttention(Attention):
@@ -46,6 +47,10 @@ class SDPAAttention(Attention):
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
+#: MODEL.VIT.INIT: random initialisation of the ViT (see :meth:`ClickViT.official_init`)
+VIT_INITS = ("official", "detectron2")
+
+
 class ClickViT(ViT):
     """Plain ViT whose tokens are image patches + coordinate-feature patches + position embedding.
 
@@ -61,7 +66,10 @@ class ClickViT(ViT):
     """
 
     def __init__(self, img_size=448, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-                 qkv_bias=True, drop_path_rate=0.0, window_size=14, global_block_indexes=(5, 11), coord_chans=3):
+                 qkv_bias=True, drop_path_rate=0.0, window_size=14, global_block_indexes=(5, 11), coord_chans=3,
+                 init="official"):
+        if init not in VIT_INITS:
+            raise ValueError(f"ClickViT init (MODEL.VIT.INIT) must be one of {VIT_INITS}, got {init!r}")
         for value, name in ((img_size, "img_size"), (patch_size, "patch_size"), (embed_dim, "embed_dim"),
                             (depth, "depth"), (num_heads, "num_heads")):
             check_int(value, f"ClickViT {name} (MODEL.VIT.{name.upper()})")
@@ -90,6 +98,29 @@ class ClickViT(ViT):
         self.window_size = window_size
         self.global_block_indexes = tuple(global_block_indexes)
         self.coord_chans = coord_chans
+        if init == "official":
+            self.official_init()
+
+    @torch.no_grad()
+    def official_init(self):
+        """The official ViT's random initialisation (lab206/AdaptiveClick ``models_vit.VisionTransformer.
+        init_weights``, after the JAX ViT): the image patch embedding's weight xavier-uniform as a linear layer
+        of its flattened kernel (its bias as PyTorch leaves it), position embedding N(0, 0.02), every linear
+        layer of the blocks xavier-uniform with zero bias, LayerNorms 1 / 0.  detectron2's ViT instead draws
+        linear weights from a truncated N(0, 0.02).  The click embedding keeps PyTorch's default, as the
+        official ``patch_embed_coords`` (built outside its ViT).  MAE weights (MODEL.VIT.PRETRAINED) replace all
+        but the click embedding, so this matters for training from scratch only."""
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.pos_embed, std=0.02)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     @property
     def size_divisibility(self):
@@ -180,7 +211,7 @@ class ClickViTBackbone(Backbone):
         net = ClickViT(img_size=v.IMG_SIZE, patch_size=v.PATCH_SIZE, embed_dim=v.EMBED_DIM, depth=v.DEPTH,
                        num_heads=v.NUM_HEADS, mlp_ratio=v.MLP_RATIO, qkv_bias=v.QKV_BIAS,
                        drop_path_rate=v.DROP_PATH_RATE, window_size=v.WINDOW_SIZE,
-                       global_block_indexes=tuple(v.GLOBAL_BLOCK_INDEXES))
+                       global_block_indexes=tuple(v.GLOBAL_BLOCK_INDEXES), init=v.INIT)
         if v.PRETRAINED:
             from .mae import load_mae_weights
 
