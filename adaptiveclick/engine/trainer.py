@@ -456,8 +456,9 @@ class ClickTrainer(DefaultTrainer):
         batches when the model trains on CUDA and DATALOADER.PIN_MEMORY is set (:func:`pin_train_batches`).
 
         With DATALOADER.SAMPLE_WEIGHTS.FILE set, images are drawn i.i.d. with the file's probabilities
-        (:class:`adaptiveclick.data.samplers.WeightedTrainingSampler`, the official SBD recipe) instead of
-        detectron2's shuffled epochs."""
+        (:class:`adaptiveclick.data.samplers.WeightedTrainingSampler`, the official SBD recipe), with
+        DATALOADER.SAMPLE_WITH_REPLACEMENT i.i.d. uniformly (the official COCO+LVIS recipe), else in
+        detectron2's shuffled epochs (:func:`adaptiveclick.data.build.build_train_sampler`)."""
         from adaptiveclick.data.mapper import ClickTrainingMapper
 
         return build_click_train_loader(cfg, ClickTrainingMapper(cfg, is_train=True),
