@@ -369,7 +369,8 @@ def _add_trainer_config(cfg):
     # Images drawn with probabilities (1 - score) ** GAMMA from a RITM sample-weights file (the official SBD
     # recipe: assets/sbd_samples_weights.pkl of RITM / lab206/AdaptiveClick, gamma 1.25; model.md §6.1) instead
     # of detectron2's shuffled epochs.  FILE: a list of (index, image id, score) tuples; a relative path is
-    # looked up from the working directory, then under the datasets root.  "" = no weights (then DATALOADER.SAMPLE_WITH_REPLACEMENT).
+    # looked up from the working directory, then under the datasets root.  "" = no weights (see
+    # DATALOADER.SAMPLE_WITH_REPLACEMENT).
     cfg.DATALOADER.SAMPLE_WEIGHTS = CN()
     cfg.DATALOADER.SAMPLE_WEIGHTS.FILE = ""
     cfg.DATALOADER.SAMPLE_WEIGHTS.GAMMA = 1.0
