@@ -34,6 +34,8 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
+from adaptiveclick.utils.checks import check_int
+
 __all__ = ["TrainSampleStream", "build_train_sampler", "build_click_train_loader", "find_sample_stream"]
 
 logger = logging.getLogger(__name__)
@@ -55,8 +57,7 @@ class TrainSampleStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, dataset, sampler, mapper: Callable, chunk_size: int, *, batched_in_workers: bool = False):
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        chunk_size = check_int(chunk_size, "chunk_size")
         if not callable(getattr(mapper, "call_rng", None)):
             raise TypeError(f"the mapper ({type(mapper).__name__}) has no call_rng(index, worker) method")
         self.dataset = dataset
@@ -68,9 +69,7 @@ class TrainSampleStream(torch.utils.data.IterableDataset):
 
     def skip(self, num_samples: int) -> None:
         """Start after the first ``num_samples`` samples of the stream (before iterating)."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-            raise ValueError(f"num_samples must be an integer >= 0, got {num_samples!r}")
-        self.start = num_samples
+        self.start = check_int(num_samples, "num_samples", minimum=0)
 
     @staticmethod
     def delivered_by_worker(num_units: int, worker: int, num_workers: int) -> int:

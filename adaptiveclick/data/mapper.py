@@ -36,6 +36,7 @@ from detectron2.utils import comm
 
 from adaptiveclick.clicks import MultiPointSampler
 from adaptiveclick.data.datasets.common import load_instance_masks, load_stuff_masks
+from adaptiveclick.utils.checks import check_int
 
 __all__ = ["ClickTrainingMapper", "CvResizeTransform", "Rot90Transform", "WarpAffineTransform", "FLIP_MODES"]
 
@@ -288,9 +289,7 @@ class ClickTrainingMapper(DatasetMapper):
         self.min_object_area = int(_non_negative(min_object_area, "min_object_area", Integral))
         self.keep_background_prob = _prob(keep_background_prob, "keep_background_prob")
         self.stuff_prob = _prob(stuff_prob, "stuff_prob")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, Integral) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-        self.max_attempts = int(max_attempts)
+        self.max_attempts = check_int(max_attempts, "max_attempts")
         if sampler is None:
             sampler = MultiPointSampler()
         if not isinstance(sampler, MultiPointSampler):
@@ -339,13 +338,11 @@ class ClickTrainingMapper(DatasetMapper):
     def call_rng(self, index: int, worker: Optional[int] = None) -> np.random.Generator:
         """The generator of call ``index`` (0-based) of this process in DataLoader worker ``worker`` (default:
         the current worker, 0 in the main process)."""
-        for name, value in (("call index", index), ("worker", worker)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        index = check_int(index, "call index", minimum=0)
         if worker is None:
             info = torch.utils.data.get_worker_info()
             worker = info.id if info is not None else 0
-        entropy = [self.seed, comm.get_rank(), int(worker), int(index)]
+        entropy = [self.seed, comm.get_rank(), check_int(worker, "worker", minimum=0), index]
         return np.random.default_rng(np.random.SeedSequence(entropy))
 
     def _call_rng(self) -> np.random.Generator:

@@ -17,10 +17,11 @@ Per iteration (:meth:`IterativeClickTrainer.run_step`):
 The random draws of step 2-3 come from a NumPy generator seeded by (seed, rank, iteration), and torch's
 generators (dropout, drop-path, sampled points) are reseeded from (seed, rank, iteration) at the start of every
 step, so a resumed run makes the same draws as an uninterrupted one; the training loader continues its
-sample stream where the interrupted run stopped (:mod:`adaptiveclick.data.build`).  The event storage receives every loss, ``total_loss``,
-``click_rounds`` (n), ``num_clicks`` (mean clicks per sample in the final input) and, every
-``TRAINER.TRAIN_IOU_PERIOD`` iterations, ``train_iou``: the mean IoU (probability > 0.49, ignored pixels
-excluded) of the final prediction, from an extra no-grad forward with the same inputs and weights.
+sample stream where the interrupted run stopped (:mod:`adaptiveclick.data.build`).  The event storage
+receives every loss, ``total_loss``, ``click_rounds`` (n), ``num_clicks`` (mean clicks per sample in the
+final input) and, every ``TRAINER.TRAIN_IOU_PERIOD`` iterations, ``train_iou``: the mean IoU (probability
+> 0.49, ignored pixels excluded) of the final prediction, from an extra no-grad forward with the same inputs
+and weights.
 """
 
 import logging
@@ -217,8 +218,6 @@ class IterativeClickTrainer(SimpleTrainer):
         """None when every parameter gradient is finite, else a message naming (some of) the parameters whose
         gradients are not (one host synchronisation; the names are looked up only on failure)."""
         named = [(n, p.grad) for n, p in unwrap_model(self.model).named_parameters() if p.grad is not None]
-        if not named:
-            return None
         if all_finite(g for _, g in named):
             return None
         bad = [n for n, g in named if not bool(torch.isfinite(g).all())]
@@ -413,9 +412,10 @@ class ClickTrainer(DefaultTrainer):
             logger.warning(f"Resuming at iteration {self.start_iter}: the training loader (a custom "
                            f"build_train_loader?) starts its sample stream from the beginning")
             return
-        stream.skip(self.start_iter * stream.chunk_size)
-        logger.info(f"Resuming at iteration {self.start_iter}: the training loader skips the "
-                    f"{self.start_iter * stream.chunk_size} samples of this process's earlier iterations")
+        skipped = self.start_iter * stream.chunk_size
+        stream.skip(skipped)
+        logger.info(f"Resuming at iteration {self.start_iter}: the training loader skips the {skipped} samples "
+                    f"of this process's earlier iterations")
 
     @staticmethod
     def wrap_ddp(cfg, model: torch.nn.Module) -> torch.nn.Module:

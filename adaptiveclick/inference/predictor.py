@@ -36,6 +36,7 @@ import torch
 from adaptiveclick.clicks import Click
 from adaptiveclick.evaluation.predictor import ModelPredictor, transformed_prediction
 from adaptiveclick.evaluation.zoom_in import ZoomIn, ZoomInParams
+from adaptiveclick.utils.checks import cuda_device_problem
 
 __all__ = ["InteractivePredictor", "PredictionResult"]
 
@@ -81,13 +82,9 @@ def _check_device(device, what: str) -> torch.device:
     """``torch.device(device)``; RuntimeError naming ``what`` for CUDA on a machine without a usable GPU (or a
     GPU index that does not exist), raised before anything is built instead of the driver's error."""
     device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"{what}={str(device)!r} but CUDA is not available on this machine (torch "
-                               f"{torch.__version__}, CUDA build {torch.version.cuda}): use device='cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"{what}={str(device)!r} but this machine has only {torch.cuda.device_count()} "
-                               f"CUDA device(s)")
+    problem = cuda_device_problem(device)
+    if problem:
+        raise RuntimeError(f"{what}={str(device)!r} but {problem}: use device='cpu' or a GPU this machine has")
     return device
 
 

@@ -51,6 +51,8 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from adaptiveclick.utils.checks import cuda_device_problem
+
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
            "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb",
            "autocast", "in_precision", "count_parameters", "format_table", "load_config", "benchmark_parser",
@@ -99,12 +101,9 @@ def check_device(device) -> torch.device:
         raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from e
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {str(device)!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} "
-                             f"CUDA device(s) exist")
+    problem = cuda_device_problem(device)
+    if problem:
+        raise ValueError(f"device {str(device)!r} requested but {problem}")
     return device
 
 
