@@ -119,20 +119,40 @@ def test_cuda_graph_modes_mark_a_new_step_per_call(monkeypatch):
 
 @pytest.mark.skipif(not extension_status()["cpu"], reason="the C++ MSDeformAttn kernel is not built (the grid_sample "
                                                           "reference reads the level sizes on the host)")
-def test_network_traces_as_one_graph(tiny_model):
+@pytest.mark.parametrize("warm", [False, True])
+def test_network_traces_as_one_graph(warm):
     """The whole inference network is one Dynamo graph (no graph break: no host read, no opaque extension call),
     so a CUDA-graph capture covers all of it.  Before the deformable-attention kernels became torch.library
     operators, the tiny model traced as 12 graphs (11 breaks: the index check's .tolist() and the extension call
-    in every encoder layer)."""
+    in every encoder layer).  Also on a cold model (compiled before any eager call, as ``compile=True`` on a
+    fresh predictor): the PMMD's index tensors are made inside the graph and kept out of its cache (written
+    there, they were graph outputs that CUDA graphs may overwrite at the next replay)."""
     import torch._dynamo
 
-    from adaptiveclick.utils.bench import click_batch, click_inputs
+    from adaptiveclick.utils.bench import build_benchmark_model, click_batch, click_inputs, load_config
 
+    model = build_benchmark_model(load_config(TINY, (), "cpu"))
+    encoder = model.pixel_decoder.transformer
     image, clicks, prev = click_inputs(96, 4)
     with torch.no_grad():
-        data = tiny_model.preprocess(click_batch(image, clicks, prev))
-        tiny_model.predict(data)  # eager first: the op checks and caches its index values
+        data = model.preprocess(click_batch(image, clicks, prev))
+        if warm:
+            model.predict(data)  # eager first: the op checks and caches its index values
+        cached = dict(encoder._index_cache)
+        assert bool(cached) == warm
         torch._dynamo.reset()
-        explanation = torch._dynamo.explain(tiny_model._network)(data)
+        explanation = torch._dynamo.explain(model._network)(data)
     assert explanation.graph_break_count == 0, [str(b.reason)[:300] for b in explanation.break_reasons]
     assert explanation.graph_count == 1
+    assert encoder._index_cache == cached  # tracing neither filled nor replaced the cache
+
+
+def test_extension_is_loaded_at_import():
+    """Loaded on first use instead, the first use could be inside torch.compile, where Dynamo cannot trace
+    ``importlib`` (a cold compiled model traced as 11 graphs)."""
+    import subprocess
+    import sys
+
+    code = ("import adaptiveclick.layers.ms_deform_attn.function as f; "
+            "assert f._EXT is not None and (f._EXT[0] is not None or f._EXT[1]), f._EXT")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)

@@ -10,6 +10,9 @@ Choice, first match wins: the ``impl`` argument; the environment variable ``ADAP
 automatic (the CUDA kernel for CUDA tensors if built, the CPU kernel for CPU tensors if built, else the
 reference).  Forcing an implementation that is not usable for the given tensors raises a ``RuntimeError``
 that says why.  Nothing here fails at import time: a missing or broken extension only narrows the choice.
+The extension is loaded when this module is imported, not on first use: Dynamo cannot trace ``importlib``, so a
+first use inside ``torch.compile`` (a predictor compiled before any eager click) split the network into 11
+graphs.
 
 Outputs and gradients agree to rounding, except the gradient of the sampling locations exactly on an integer
 pixel position, where bilinear interpolation has a kink and the kernels and ``grid_sample`` take different
@@ -33,12 +36,12 @@ __all__ = ["ms_deform_attn", "resolve_impl", "extension_status", "IMPLS", "ENV_V
 IMPLS = ("cuda", "cpu", "pytorch")
 ENV_VAR = "ADAPTIVECLICK_MSDA_IMPL"
 
-_EXT = None  # (module or None, error message or None), loaded on first use
+_EXT = None  # (module or None, error message or None); loaded at import (end of this module)
 
 
 def _extension():
     global _EXT
-    if _EXT is None:
+    if _EXT is None:  # only if a test reset it: the module's import already loaded it
         try:
             _EXT = (importlib.import_module("adaptiveclick._C"), None)
         except ImportError as e:  # not built (ADAPTIVECLICK_NO_EXT=1, failed build, or an ABI mismatch)
@@ -249,3 +252,6 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
         value.contiguous(), spatial_shapes.to(device=dev, dtype=torch.long).contiguous(),
         level_start_index.to(device=dev, dtype=torch.long).contiguous(), sampling_locations.contiguous(),
         attention_weights.contiguous())
+
+
+_extension()  # at import, outside any traced code (see the module docstring)

@@ -16,7 +16,6 @@ The decoder always runs in fp32 (autocast disabled), as the official training is
 from typing import Dict, List
 
 import fvcore.nn.weight_init as weight_init
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,22 +99,34 @@ class DeformableEncoder(nn.Module):
         if self.level_embed is not None:
             nn.init.normal_(self.level_embed)
 
+    @staticmethod
+    def _make_index_tensors(shapes, device):
+        starts = [0]
+        for h, w in shapes[:-1]:
+            starts.append(starts[-1] + h * w)
+        return (torch.tensor([list(s) for s in shapes], dtype=torch.long, device=device),
+                torch.tensor(starts, dtype=torch.long, device=device))
+
     def _index_tensors(self, shapes, device):
         """``spatial_shapes`` and ``level_start_index`` for these level sizes, made once per (sizes, device) and
         reused, so that the operator's input check reads their values from the GPU only once (no host
-        synchronisation in later forwards; see ``_INDEX_CACHE`` of the op)."""
+        synchronisation in later forwards; see ``_INDEX_CACHE`` of the op).
+
+        Under ``torch.compile`` the cache is neither read nor written: the traced graph makes the two tensors
+        from the Python sizes (constants of the graph; the op's check, which reads values, is skipped while
+        compiling).  Written into the cache there, they were outputs of the compiled graph, which CUDA graphs
+        may overwrite at the next replay while the cache still hands them out."""
+        if torch.compiler.is_compiling():
+            return self._make_index_tensors(shapes, device)
         cache = self._index_cache  # (torch 2.11's Dynamo breaks the graph on ``self.__dict__.setdefault``)
         key = (shapes, str(device))
         if key not in cache:
             if len(cache) >= 16:  # a handful of input sizes in practice; never grow without bound
                 cache.clear()
-            sizes = [h * w for h, w in shapes]
             # made outside inference mode even when called inside it: normal tensors keep the version counter
             # the op's cache relies on (inference tensors have none)
             with torch.inference_mode(False):
-                cache[key] = (torch.as_tensor(shapes, dtype=torch.long, device=device),
-                              torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long,
-                                              device=device))
+                cache[key] = self._make_index_tensors(shapes, device)
         return cache[key]
 
     def forward(self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]):
