@@ -129,6 +129,33 @@ def test_official_train_step_is_one_adam_step(model_and_root):
     assert near_lr > 0.5 * moved
 
 
+def test_build_puts_the_model_and_its_criterion_on_the_device():
+    """The official model and criterion keep ``cfg.device`` as attributes (the criterion moves its class targets
+    there): ``build_official_model(device=...)`` sets them with the parameters."""
+    root = _official_root()
+    model = official.build_official_model(root, size="base", img_size=SIZE, device="cpu", **SMALL)
+    assert model.device == torch.device("cpu") and model.criterion.device == torch.device("cpu")
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+
+
+@pytest.mark.cuda
+def test_official_train_step_runs_on_cuda():
+    """On CUDA the official criterion indexes its host-built targets with labels of the target masks (an error
+    with CUDA labels since torch 1.13) and puts its class targets on ``criterion.device``: the step must run,
+    give a finite loss and move the weights."""
+    root = _official_root()
+    torch.manual_seed(0)
+    model = official.build_official_model(root, size="base", img_size=SIZE, device="cuda", **SMALL)
+    optimizer = official.build_official_optimizer(model, root)
+    batch = {k: v.cuda() for k, v in _object_batch().items()}
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = official.official_train_step(model, optimizer, batch)
+    assert loss.is_cuda and torch.isfinite(loss) and loss.item() > 0
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
+    prev, points = official.official_click_rounds(model, batch, 1, root)
+    assert prev.is_cuda and points.shape == batch["points"].shape
+
+
 @pytest.mark.parametrize("rounds", [1, 2])
 def test_official_click_rounds_add_one_click_per_round(model_and_root, rounds):
     model, root = model_and_root

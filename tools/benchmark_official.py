@@ -153,7 +153,7 @@ def compare(name, config_file, cfg, args, device, official_root):
     del model
     free_device_cache(device)
     torch.manual_seed(args.seed)
-    official_model = build_official_model(official_root, size, img_size, **overrides).to(device)
+    official_model = build_official_model(official_root, size, img_size, device=device, **overrides)
     official = memory_pass(official_model, *inputs, args, device, threshold, official=True)
     official["build"] = {"size": size, "img_size": img_size, "overrides": overrides}
 
@@ -216,7 +216,7 @@ def prepare_official_train(cfg, batch, args, device, official_root, who):
 
     size, img_size, overrides = official_kwargs_from_cfg(cfg)
     torch.manual_seed(args.seed)
-    model = build_official_model(official_root, size, img_size, **overrides).to(device).train()
+    model = build_official_model(official_root, size, img_size, device=device, **overrides).train()
     optimizer = build_official_optimizer(model, official_root)
     official_batch = official_training_batch(batch, device)
     losses = []

@@ -340,13 +340,17 @@ def official_model_cfg(root=None, size="base", img_size=448, **overrides):
         return ConfigDict(data)
 
 
-def build_official_model(root=None, size="base", img_size=448, **overrides):
+def build_official_model(root=None, size="base", img_size=448, device=None, **overrides):
     """The official ``AdaptiveClickModel`` with random weights, built as its training scripts do.
 
     ``AdaptiveClickModel(model_cfg, with_prev_mask=True, use_disks=True, norm_radius=5)`` with the config of
     :func:`official_model_cfg` (no MAE initialisation: the weights are the constructors' random init).  The
     model is put in eval mode with ``nn.Module.train(model, False)``, since the official ``train(mode)``
     override ignores ``mode`` (model.md §7.2 quirk 8).  Call :func:`official_forward` to run it.
+
+    ``device``: where to put it.  Use this rather than ``.to(device)``: the model and its criterion also keep
+    the config's device as a plain attribute (``cfg.device``, which its training scripts set to the GPU), and
+    the criterion moves its class targets there; left at "cpu", its loss on CUDA outputs fails.
     """
     api = import_official(root)
     cfg = official_model_cfg(api.root, size, img_size, **overrides)
@@ -355,6 +359,10 @@ def build_official_model(root=None, size="base", img_size=448, **overrides):
         raise ValueError(f"the official ViT needs a depth divisible by 4 (models_vit.py asserts it), got {depth}")
     model = api.AdaptiveClickModel(cfg, with_prev_mask=True, use_disks=True, norm_radius=5)
     torch.nn.Module.train(model, False)
+    if device is not None:
+        device = torch.device(device)
+        model.to(device)
+        model.device = model.criterion.device = device
     return model
 
 
@@ -523,7 +531,10 @@ def official_train_step(model, optimizer, batch, prev=None):
     size = output["predictions"]["pred_masks"].shape[-2:]
     # the official trainer passes size=(shape[-1], shape[-2]); the same for the square training crops
     target = F.interpolate(batch["instances"], size=(size[1], size[0]), mode="bilinear", align_corners=False)
-    loss = model.loss_inference(output["predictions"], target[:, 0])
+    # on the host: the official criterion builds its one-hot targets on the CPU and indexes them with labels
+    # taken from these masks, which torch >= 1.13 refuses with CUDA labels (its recipe ran torch 1.12, where
+    # the indices were moved to the CPU implicitly); its matcher and mask loss move the masks back themselves
+    loss = model.loss_inference(output["predictions"], target[:, 0].cpu())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
