@@ -577,6 +577,14 @@ def test_benchmarks_keep_what_they_measured_when_stopped(tmp_path, monkeypatch):
     report = json.loads(out.read_text())
     assert report["complete"] is False and len(report["results"]) == 1
     assert report["results"][0]["forward"] == timing and report["results"][0]["config_file"] == TINY
+    # stopped in the second precision of a single config (e.g. compiling past a time limit): the first kept
+    monkeypatch.setattr(inference, "measure_click_model", _second_call_stops(lambda *a, **k: dict(fake_click)))
+    one = tmp_path / "inference_one_config.json"
+    with pytest.raises(_StoppedByTimeLimit):
+        inference.main(["--config-file", TINY, "--size", "64", "--device", "cpu", "--dtype", "fp32", "bf16",
+                        "--output", str(one)])
+    report = json.loads(one.read_text())
+    assert report["complete"] is False and [r["dtype"] for r in report["results"]] == ["fp32"]
     # not stopped: one complete report with both rows
     monkeypatch.setattr(inference, "measure_click_model", lambda *a, **k: dict(fake_click))
     report = inference.main(argv)

@@ -127,14 +127,14 @@ def _finite_or_error(value, where):
 
 
 def run(args, device, configs, save_partial=None):
-    """Rows of every config x dtype; ``save_partial(results)`` after each config but the last."""
+    """Rows of every config x dtype; ``save_partial(results)`` after each row but the last."""
     results = []
     for k, config_file in enumerate(configs):
         cfg = load_config(config_file, args.opts, device)
         model = build_benchmark_model(cfg, seed=args.seed)
         params = count_parameters(model)
         image, clicks, prev = click_inputs(args.size, args.num_clicks, seed=args.seed)
-        for dtype in args.dtype:
+        for j, dtype in enumerate(args.dtype):
             net = model_for_dtype(model, dtype)  # int8: a quantised copy
             r = measure_click_model(net, image, clicks, prev, device, dtype, args.iters, args.warmup,
                                     cfg.TEST.NOC.PRED_THRESHOLD, label=model_name(config_file))
@@ -149,12 +149,12 @@ def run(args, device, configs, save_partial=None):
             for key in ("forward", "whole_click"):
                 _finite_or_error(row[key]["median_ms"], f"{config_file} {dtype} {key}")
             results.append(row)
+            if save_partial is not None and (k + 1 < len(configs) or j + 1 < len(args.dtype)):
+                save_partial(results)  # what is measured survives a time limit (compiling can take minutes)
             print(f"{row['model']:28s} {dtype:5s} forward {r['forward']['median_ms']:9.2f} ms   whole click "
                   f"{r['whole_click']['median_ms']:9.2f} ms   peak {r['peak_memory_mb']:9.1f} MB", flush=True)
         del model
         free_device_cache(device)
-        if save_partial is not None and k + 1 < len(configs):  # what is measured survives a time limit
-            save_partial(results)
     return results
 
 
