@@ -846,6 +846,19 @@ def test_device_script_commands_parse(monkeypatch):
         assert not err.getvalue(), (tool, argv, err.getvalue())
 
 
+def test_device_script_writes_at_most_8_files():
+    """The device tool brings back at most 8 files from $OUT: the log and the reports; the fallback train.json is
+    written only when official_train.json is not (the script tests for that file)."""
+    import re
+
+    with open(os.path.join(TOOLS, "device", "gpu_check.sh")) as f:
+        text = f.read()
+    files = set(re.findall(r'"\$OUT/([^"]+)"', text))
+    assert {"log.txt", "official_train.json", "train.json"} <= files
+    assert '[ ! -f "$OUT/official_train.json" ]' in text
+    assert len(files) - 1 <= 8, sorted(files)
+
+
 def test_device_scripts_are_valid_bash():
     for name in ("gpu_check.sh", "fetch_wheels.sh", "rehearse.sh", "device_venv.sh"):
         proc = subprocess.run(["bash", "-n", os.path.join(TOOLS, "device", name)], capture_output=True, text=True)
