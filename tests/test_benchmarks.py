@@ -38,7 +38,18 @@ def _start_tool(name, args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+_FINISHED = {}
+
+
 def _finish(run, timeout=170):
+    """(report, stdout) of a tool started by ``tool_runs``; waited for once, then remembered (several tests read
+    the same run)."""
+    if id(run) not in _FINISHED:
+        _FINISHED[id(run)] = _wait(run, timeout)
+    return _FINISHED[id(run)]
+
+
+def _wait(run, timeout):
     name, proc, out = run
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -948,3 +959,81 @@ def test_prebuilt_extension_check_that_hangs_is_given_up(tmp_path, monkeypatch):
     ok, message = tool.install(str(folder), str(root))
     assert not ok and message == "the check process did not finish in 0.05 s"
     assert not (root / "adaptiveclick" / info["library"]).exists()
+
+
+# -- reading a GPU run's files (tools/device/summarize.py) ----------------------------------------------------
+
+
+def test_device_summary_reads_the_reports_the_tools_write(tool_runs, tmp_path, capsys):
+    """The summary of a GPU run reads the real reports of every tool gpu_check.sh calls (here their CPU runs on
+    the tiny config), gives each its table and the issue-10 verdicts; targets it cannot judge are "not
+    measured", never met."""
+    import shutil
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for key in ("inference", "train") + (("official", "official_train") if HAS_OFFICIAL else ()):
+        _finish(tool_runs[key])
+        shutil.copy(tool_runs[key][2], folder / f"{key}.json")
+    shutil.copy(folder / "inference.json", folder / "compile.json")
+    _load_tool("check_cuda_sync").main(["--config-file", TINY, "--size", "64", "--warmup", "1", "--iters", "1",
+                                        "--device", "cpu", "--output", str(folder / "cuda_sync.json")])
+    _load_tool("benchmark_loader").main(
+        ["--config-file", TINY, "--workers", "0", "--batch", "2", "--iters", "1", "--warmup", "0", "--images", "2",
+         "--image-size", "48", "--device", "cpu", "--output", str(folder / "loader.json"), "INPUT.AUG.CROP_SIZE",
+         "[32, 32]"])
+    _load_tool("benchmark_msda").main(["--device", "cpu", "--batch-sizes", "1", "--image-size", "64", "--repeats",
+                                       "1", "--warmup", "0", "--output", str(folder / "msda.json")])
+    (folder / "log.txt").write_text("=== [3s] cuda_tests: rc=0\n=== done in 500s; failed or skipped: none\n")
+    capsys.readouterr()
+    summarize = _load_tool("device/summarize")
+    assert summarize.main([str(folder), "--json", str(tmp_path / "verdicts.json")]) == 0
+    text = capsys.readouterr().out
+    assert "=== done in 500s" in text and "missing" not in text.replace("Training, ours alone", "")
+    for title in ("Training, ours alone", "Host synchronisation", "Predictor, eager", "Predictor, compile=True",
+                  "Training loader", "MSDeformAttn operator") + (("Per click", "Training, side by side")
+                                                                 if HAS_OFFICIAL else ()):
+        assert f"### {title}" in text, title
+    assert "| tiny | fp32 | plain |" in text  # a predictor row of the tiny model
+    msda_rows = [line for line in text.splitlines() if line.startswith("| 1 | ")]
+    assert sorted(line.split(" | ")[2] for line in msda_rows) == ["cpu", "pytorch"]
+    assert msda_rows[0].split(" | ")[5] not in ("n/a", "")  # the speed-up against the reference
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    by = {v["target"]: v for v in verdicts}
+    # the tiny model is neither ViT-B nor ViT-H, and the CPU has no synchronisation count: nothing is judged
+    for target in ("ViT-B bf16 whole click <= 5 ms", "ViT-H bf16 whole click / official fp32 <= 1/3",
+                   "host synchronisations in the network's forward == 0"):
+        assert by[target]["met"] is None and by[target]["value"] is None, target
+    if HAS_OFFICIAL:  # a side-by-side training report is judged, whatever its outcome
+        train = by["training tiny: samples/s ours / official >= 2"]
+        assert train["met"] == (train["value"] >= 2.0) and train["value"] > 0
+
+
+def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path, capsys):
+    """Hand-made reports with known numbers: each verdict follows the issue's limits; an incomplete report is
+    flagged; a folder without any of the files is an error (exit 2)."""
+    summarize = _load_tool("device/summarize")
+    assert summarize.main([str(tmp_path)]) == 2
+
+    def click_row(name, ours_ms, vs_fp32):
+        t = {"median_ms": ours_ms}
+        return {"name": name, "dtype": "bf16", "ours": {"forward": t, "whole_click": t, "peak_memory_mb": 1.0},
+                "official": {"forward": t, "whole_click": t, "peak_memory_mb": 1.0},
+                "ratio_ours_over_official": {"forward_paired": 0.5, "whole_click_paired": 0.5},
+                "ratio_ours_over_official_fp32": {"whole_click_paired": vs_fp32}}
+
+    official = {"complete": False, "run": {"device": "H200"},
+                "results": [click_row("base", 4.9, 0.30), click_row("huge", 30.0, 0.34)]}
+    (tmp_path / "official.json").write_text(json.dumps(official))
+    sync = {"run": {}, "results": {"network": {"syncs": 0.0, "events": []},
+                                   "whole_click": {"syncs": 2.0, "events": [{"where": "predictor.py:51"}]}}}
+    (tmp_path / "cuda_sync.json").write_text(json.dumps(sync))
+    _, verdicts = summarize.summarize(str(tmp_path))
+    met = {v["target"]: v["met"] for v in verdicts}
+    assert met["ViT-B bf16 whole click <= 5 ms"] is True
+    assert met["ViT-B bf16 whole click / official fp32 <= 1/3"] is True
+    assert met["ViT-H bf16 whole click / official fp32 <= 1/3"] is False
+    assert met["host synchronisations in the network's forward == 0"] is True
+    assert met["training: samples/s ours / official >= 2 (no side-by-side report)"] is None
+    text, _ = summarize.summarize(str(tmp_path))
+    assert "INCOMPLETE" in text and "predictor.py:51" in text and "Device: H200" in text

@@ -26,6 +26,7 @@
 # steps on a machine without a GPU (to try the script itself: the CUDA steps then fail or skip).
 #
 #   device.run(command="bash tools/device/gpu_check.sh", carry=[".wheels", ".official", ".prebuilt"], timeout_s=600)
+#   python tools/device/summarize.py <the folder the files came back to>     # tables + issue 10's verdicts
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-output/device}"

@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Read what tools/device/gpu_check.sh brought back and check it against issue 10's targets.
+
+    python tools/device/summarize.py FOLDER [--json verdicts.json]
+
+FOLDER holds the run's files (the device tool's ``files_at``): log.txt, official.json, official_train.json (or
+train.json), cuda_sync.json, inference.json, compile.json, loader.json, msda.json; a missing or incomplete one
+is reported as such.  Prints Markdown (the device and versions, one table per report, the verdicts) ready for
+the README's speed section and the closing note, and optionally writes the verdicts as JSON.  Exit status 0
+whatever the verdicts (it reads, it does not judge the run); 2 if FOLDER has none of these files.
+
+Targets (issue 10, benchmarks, not tests): ViT-B bf16 whole click <= 5 ms and <= 1/3 of the official fp32
+click; ViT-H bf16 <= 1/3 of the official fp32 click; training samples/s >= 2x the official at the same batch;
+no host synchronisation in the network's forward.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+REPORTS = ("official.json", "official_train.json", "train.json", "cuda_sync.json", "inference.json",
+           "compile.json", "loader.json", "msda.json")
+CLICK_MS_TARGET = 5.0  # issue 10: ViT-B bf16, ms per click
+CLICK_RATIO_TARGET = 1.0 / 3.0  # issue 10: ours bf16 / official fp32, ViT-B and ViT-H
+TRAIN_RATIO_TARGET = 2.0  # issue 10: samples/s ours / official, same batch
+
+
+def _load(folder, name):
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{path} is not valid JSON ({e})")
+
+
+def _fmt(v, spec=".2f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _verdict(name, value, target, ok):
+    return {"target": name, "value": value, "limit": target, "met": None if value is None else bool(ok(value))}
+
+
+def click_section(report, verdicts):
+    rows = []
+    by = {(r["name"], r["dtype"]): r for r in report["results"]}
+    for (name, dtype), r in by.items():
+        vs32 = r.get("ratio_ours_over_official_fp32", {})
+        rows.append([name, dtype, _fmt(r["ours"]["forward"]["median_ms"]), _fmt(r["official"]["forward"]["median_ms"]),
+                     _fmt(r["ratio_ours_over_official"]["forward_paired"], ".3f"),
+                     _fmt(r["ours"]["whole_click"]["median_ms"]), _fmt(r["official"]["whole_click"]["median_ms"]),
+                     _fmt(r["ratio_ours_over_official"]["whole_click_paired"], ".3f"),
+                     _fmt(vs32.get("whole_click_paired"), ".3f"),
+                     _fmt(r["ours"]["peak_memory_mb"], ".0f"), _fmt(r["official"]["peak_memory_mb"], ".0f")])
+    for size in ("base", "huge"):
+        r = by.get((size, "bf16"))
+        ratio = (r or {}).get("ratio_ours_over_official_fp32", {}).get("whole_click_paired")
+        verdicts.append(_verdict(f"ViT-{size[0].upper()} bf16 whole click / official fp32 <= 1/3", ratio,
+                                 CLICK_RATIO_TARGET, lambda v: v <= CLICK_RATIO_TARGET))
+        if size == "base":
+            ms = r["ours"]["whole_click"]["median_ms"] if r else None
+            verdicts.append(_verdict("ViT-B bf16 whole click <= 5 ms", ms, CLICK_MS_TARGET,
+                                     lambda v: v <= CLICK_MS_TARGET))
+    return _table(["model", "dtype", "fwd ours ms", "fwd official ms", "ratio", "click ours ms",
+                   "click official ms", "ratio", "vs official fp32", "peak ours MB", "peak official MB"], rows)
+
+
+def train_section(report, verdicts, side_by_side):
+    rows = []
+    best = {}
+    for r in report["results"]:
+        if side_by_side:
+            o, f, ratio = r["ours"], r["official"], r["ratio_ours_over_official"]
+            rows.append([r["name"], r["batch"], r["amp"], _fmt(o["samples_per_s"], ".2f"),
+                         _fmt(f["samples_per_s"], ".2f"), _fmt(ratio.get("samples_per_s_paired"), ".2f"),
+                         _fmt(ratio.get("expected_samples_per_s"), ".2f"), _fmt(o["step_peak_memory_mb"], ".0f"),
+                         _fmt(f["step_peak_memory_mb"], ".0f")])
+            paired = ratio.get("samples_per_s_paired", ratio.get("samples_per_s"))
+            if paired is not None:
+                best[r["name"]] = max(best.get(r["name"], paired), paired)
+        else:
+            rows.append([r.get("model", r.get("name")), r["batch"], r["amp"], _fmt(r["samples_per_s"], ".2f"),
+                         "n/a", "n/a", "n/a", _fmt(r["step_peak_memory_mb"], ".0f"), "n/a"])
+    for name, value in best.items():
+        verdicts.append(_verdict(f"training {name}: samples/s ours / official >= 2", value, TRAIN_RATIO_TARGET,
+                                 lambda v: v >= TRAIN_RATIO_TARGET))
+    return _table(["model", "batch", "ours amp", "samples/s ours", "samples/s official", "ratio (paired)",
+                   "ratio incl. click rounds", "peak ours MB", "peak official MB"], rows)
+
+
+def sync_section(report, verdicts):
+    stages = report["results"]
+    network = stages.get("network", {}).get("syncs")
+    verdicts.append(_verdict("host synchronisations in the network's forward == 0", network, 0, lambda v: v == 0))
+    rows = [[name, _fmt(stage.get("syncs"), "g"), ", ".join(sorted({e["where"] for e in stage.get("events", [])}))]
+            for name, stage in stages.items()]
+    return _table(["stage", "syncs per run", "where"], rows)
+
+
+def predictor_section(report):
+    rows = []
+    for r in report["results"]:
+        for setting, t in (r.get("predictor_add_click") or {}).items():
+            note = ""
+            if t.get("compile"):
+                note = f"compiled {t.get('compiled_calls')} / eager {t.get('eager_calls')}"
+                if t.get("compile_failure"):
+                    note += f", fell back: {t['compile_failure'][:80]}"
+            rows.append([r["model"], r["dtype"], setting, _fmt(t["median_ms"]), _fmt(t.get("peak_memory_mb"), ".0f"),
+                         note])
+        if not r.get("predictor_add_click"):
+            rows.append([r["model"], r["dtype"], "network / whole click", f"{_fmt(r['forward']['median_ms'])} / "
+                         f"{_fmt(r['whole_click']['median_ms'])}", _fmt(r.get("peak_memory_mb"), ".0f"), ""])
+    return _table(["model", "dtype", "add_click setting", "ms (median)", "peak MB", "note"], rows)
+
+
+def loader_section(report):
+    return _table(["workers", "samples/s", "per worker"],
+                  [[r["workers"], _fmt(r["samples_per_s"]), _fmt(r.get("samples_per_s_per_worker"))]
+                   for r in report["results"]])
+
+
+def msda_section(report):
+    rows = []
+    for r in report["results"]:
+        impls = [k for k, v in r.items() if isinstance(v, dict) and "forward_ms" in v and not k.startswith("speedup_")]
+        for impl in impls:
+            speed = r.get(f"speedup_{impl}_vs_pytorch", {})
+            rows.append([r["batch"], r["queries"], impl, _fmt(r[impl]["forward_ms"]),
+                         _fmt(r[impl]["forward_backward_ms"]), _fmt(speed.get("forward_ms")),
+                         _fmt(speed.get("forward_backward_ms"))])
+    return _table(["batch", "queries", "impl", "forward ms", "forward+backward ms", "speedup fwd",
+                   "speedup fwd+bwd"], rows)
+
+
+def summarize(folder):
+    found = {name: _load(folder, name) for name in REPORTS}
+    log_path = os.path.join(folder, "log.txt")
+    if not any(found.values()) and not os.path.isfile(log_path):
+        raise FileNotFoundError(f"{folder}: none of log.txt, {', '.join(REPORTS)}")
+    out, verdicts = [], []
+    first = next((r for r in found.values() if r), None)
+    if first is not None:
+        run = first.get("run", {})
+        out.append(f"Device: {run.get('device')}; torch {run.get('torch')} (CUDA {run.get('torch_cuda')}), Python "
+                   f"{run.get('python')}, revision {run.get('git_revision')}, {run.get('time')}.")
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            done = [line.strip() for line in f if line.startswith("=== done")]
+        out.append(done[-1] if done else "log.txt: the script did not reach its end (no '=== done' line).")
+    sections = [("Per click, ours vs official (official.json)", "official.json", click_section, (verdicts,)),
+                ("Training, side by side (official_train.json)", "official_train.json", train_section,
+                 (verdicts, True)),
+                ("Training, ours alone (train.json)", "train.json", train_section, (verdicts, False)),
+                ("Host synchronisation (cuda_sync.json)", "cuda_sync.json", sync_section, (verdicts,)),
+                ("Predictor, eager (inference.json)", "inference.json", predictor_section, ()),
+                ("Predictor, compile=True (compile.json)", "compile.json", predictor_section, ()),
+                ("Training loader (loader.json)", "loader.json", loader_section, ()),
+                ("MSDeformAttn operator (msda.json)", "msda.json", msda_section, ())]
+    for title, name, fn, extra in sections:
+        report = found[name]
+        if report is None:
+            if name != "train.json":
+                out.append(f"\n### {title}\n\nmissing")
+            continue
+        status = "" if report.get("complete", True) else " — INCOMPLETE (stopped by its time limit)"
+        out.append(f"\n### {title}{status}\n\n" + fn(report, *extra))
+    if found["official.json"] is None:
+        verdicts += [_verdict(t, None, lim, None) for t, lim in (
+            ("ViT-B bf16 whole click / official fp32 <= 1/3", CLICK_RATIO_TARGET),
+            ("ViT-B bf16 whole click <= 5 ms", CLICK_MS_TARGET),
+            ("ViT-H bf16 whole click / official fp32 <= 1/3", CLICK_RATIO_TARGET))]
+    if not any(v["target"].startswith("training") for v in verdicts):
+        verdicts.append(_verdict("training: samples/s ours / official >= 2 (no side-by-side report)", None,
+                                 TRAIN_RATIO_TARGET, None))
+    out.append("\n### Issue 10 targets\n\n" + _table(
+        ["target", "measured", "met"],
+        [[v["target"], _fmt(v["value"], ".3g") if isinstance(v["value"], (int, float)) else "n/a",
+          {True: "yes", False: "no", None: "not measured"}[v["met"]]] for v in verdicts]))
+    return "\n".join(out), verdicts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", help="the files the GPU run brought back")
+    ap.add_argument("--json", default=None, help="also write the verdicts here")
+    args = ap.parse_args(argv)
+    try:
+        text, verdicts = summarize(args.folder)
+    except FileNotFoundError as e:
+        print(f"summarize: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(verdicts, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
