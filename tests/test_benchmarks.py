@@ -637,6 +637,12 @@ def test_run_info_records_the_cpu_model_and_load_average(monkeypatch):
             names = [line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == "model name"]
         if names:
             assert info["cpu_model"] == names[0]
+    assert "cuda_fp32" not in info
+    # on CUDA, what fp32 means there (cuDNN's TF32 convolutions are on by default)
+    monkeypatch.setattr(run_info, "device_name", lambda device: "a GPU")
+    gpu = run_info.run_info("cuda")["cuda_fp32"]
+    assert gpu["cudnn_allow_tf32"] is torch.backends.cudnn.allow_tf32
+    assert gpu["matmul_allow_tf32"] is torch.backends.cuda.matmul.allow_tf32
     monkeypatch.setattr(run_info.os, "getloadavg", lambda: (0.123, 1.0, 2.555))
     assert run_info.load_average() == [0.12, 1.0, 2.56]
 
@@ -1022,7 +1028,8 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
                 "ratio_ours_over_official": {"forward_paired": 0.5, "whole_click_paired": 0.5},
                 "ratio_ours_over_official_fp32": {"whole_click_paired": vs_fp32}}
 
-    official = {"complete": False, "run": {"device": "H200"},
+    official = {"complete": False, "run": {"device": "H200", "cuda_fp32": {"cudnn_allow_tf32": True,
+                                                                          "matmul_allow_tf32": False}},
                 "results": [click_row("base", 4.9, 0.30), click_row("huge", 30.0, 0.34)]}
     (tmp_path / "official.json").write_text(json.dumps(official))
     sync = {"run": {}, "results": {"network": {"syncs": 0.0, "events": []},
@@ -1037,3 +1044,4 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
     assert met["training: samples/s ours / official >= 2 (no side-by-side report)"] is None
     text, _ = summarize.summarize(str(tmp_path))
     assert "INCOMPLETE" in text and "predictor.py:51" in text and "Device: H200" in text
+    assert "fp32 convolutions in TF32: True" in text

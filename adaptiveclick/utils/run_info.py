@@ -75,6 +75,12 @@ def run_info(device="cpu"):
         "cpu_model": cpu_model(),
         "load_average": load_average(),
     }
+    if torch.device(device).type == "cuda":
+        # what "fp32" means there: cuDNN convolutions run in TF32 unless allow_tf32 is off (the default is on),
+        # matrix products only if allowed (default off); both implementations of a side-by-side run share these
+        info["cuda_fp32"] = {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                             "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                             "cudnn_version": torch.backends.cudnn.version()}
     try:
         import detectron2
 

@@ -152,8 +152,11 @@ def summarize(folder):
     first = next((r for r in found.values() if r), None)
     if first is not None:
         run = first.get("run", {})
+        fp32 = run.get("cuda_fp32") or {}
+        tf32 = (f"; fp32 convolutions in TF32: {fp32.get('cudnn_allow_tf32')}, fp32 matmuls in TF32: "
+                f"{fp32.get('matmul_allow_tf32')}") if fp32 else ""
         out.append(f"Device: {run.get('device')}; torch {run.get('torch')} (CUDA {run.get('torch_cuda')}), Python "
-                   f"{run.get('python')}, revision {run.get('git_revision')}, {run.get('time')}.")
+                   f"{run.get('python')}, revision {run.get('git_revision')}, {run.get('time')}{tf32}.")
     if os.path.isfile(log_path):
         with open(log_path) as f:
             done = [line.strip() for line in f if line.startswith("=== done")]
