@@ -533,3 +533,24 @@ def test_steady_state_forward_reads_no_values_on_the_host(monkeypatch):
     with _record_host_reads() as record:
         bool(torch.tensor(1.0) > 0)
     assert [name for name, _ in record["reads"]] == ["__bool__"]
+
+
+def test_input_checks_read_one_flag_per_map():
+    """The value checks of an input map (finite; in [0, 1] for a previous mask) read one flag on the host: on
+    CUDA every read synchronises, and a click checks its previous mask (twice with flip) before the network
+    runs.  The details of an error are read only on the error path."""
+    from adaptiveclick.modeling.meta_arch import _check_float_map
+
+    prev = torch.rand(1, 16, 16)
+    for t, unit in ((prev, True), (torch.rand(3, 16, 16) * 255, False)):
+        with _record_host_reads() as record:
+            _check_float_map(t, t.shape, "m", unit_range=unit)
+        assert [name for name, _ in record["reads"]] == ["__bool__"], record["reads"]
+    with _record_host_reads() as record:
+        _check_float_map(torch.zeros(3, 4, 4, dtype=torch.uint8), (3, 4, 4), "m", unit_range=False)
+    assert record["reads"] == []  # an integer image has no value to check
+    for bad, match in ((torch.full((1, 4, 4), 1.5), r"must lie in \[0, 1\], got values in \[1.5, 1.5\]"),
+                       (torch.full((1, 4, 4), float("inf")), "NaN or infinite"),
+                       (torch.full((1, 4, 4), -0.5).half(), r"\[-0.5, -0.5\]")):
+        with pytest.raises(ValueError, match=match):
+            _check_float_map(bad, (1, 4, 4), "m", unit_range=True)

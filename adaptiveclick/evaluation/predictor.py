@@ -134,7 +134,8 @@ class ModelPredictor:
                              f"{len(clicks)} click arrays; they must match")
         inputs = []
         for image, prev, rows in zip(images, prev_masks, clicks):
-            if torch.equal(image, image.round()) and image.min() >= 0 and image.max() <= 255:
+            # one read of one flag (on CUDA each read synchronises the host with the GPU)
+            if bool(((image == image.round()).all() & (image.amin() >= 0) & (image.amax() <= 255))):
                 image = image.to(torch.uint8)
             rows = np.asarray(rows, dtype=np.float64)
             if np.array_equal(rows, np.round(rows)):
