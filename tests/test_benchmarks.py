@@ -580,22 +580,22 @@ def test_benchmarks_keep_what_they_measured_when_stopped(tmp_path, monkeypatch):
     inference = _load_tool("benchmark_inference")
     timing = {"median_ms": 5.0, "mean_ms": 5.0, "p10": 5.0, "p90": 5.0, "n": 1}
     fake_click = {"forward": dict(timing), "whole_click": dict(timing), "peak_memory_mb": 10.0}
-    monkeypatch.setattr(inference, "measure_click_model", _second_call_stops(lambda *a, **k: dict(fake_click)))
+
+    def stopped_inference(argv, output):
+        monkeypatch.setattr(inference, "measure_click_model", _second_call_stops(lambda *a, **k: dict(fake_click)))
+        with pytest.raises(_StoppedByTimeLimit):
+            inference.main(argv + ["--size", "64", "--device", "cpu", "--output", str(output)])
+        return json.loads(output.read_text())
+
     out = tmp_path / "inference.json"
-    argv = ["--configs", TINY, TINY, "--size", "64", "--device", "cpu", "--dtype", "fp32", "--output", str(out)]
-    with pytest.raises(_StoppedByTimeLimit):
-        inference.main(argv)
-    report = json.loads(out.read_text())
+    argv = ["--configs", TINY, TINY, "--dtype", "fp32"]
+    report = stopped_inference(argv, out)
     assert report["complete"] is False and len(report["results"]) == 1
     assert report["results"][0]["forward"] == timing and report["results"][0]["config_file"] == TINY
     # stopped in the second precision of a single config (e.g. compiling past a time limit): the first kept
-    monkeypatch.setattr(inference, "measure_click_model", _second_call_stops(lambda *a, **k: dict(fake_click)))
-    one = tmp_path / "inference_one_config.json"
-    with pytest.raises(_StoppedByTimeLimit):
-        inference.main(["--config-file", TINY, "--size", "64", "--device", "cpu", "--dtype", "fp32", "bf16",
-                        "--output", str(one)])
-    report = json.loads(one.read_text())
+    report = stopped_inference(["--config-file", TINY, "--dtype", "fp32", "bf16"], tmp_path / "one_config.json")
     assert report["complete"] is False and [r["dtype"] for r in report["results"]] == ["fp32"]
+    argv += ["--size", "64", "--device", "cpu", "--output", str(out)]
     # not stopped: one complete report with both rows
     monkeypatch.setattr(inference, "measure_click_model", lambda *a, **k: dict(fake_click))
     report = inference.main(argv)
