@@ -51,33 +51,39 @@ def _verdict(name, value, target, ok):
     return {"target": name, "value": value, "limit": target, "met": None if value is None else bool(ok(value))}
 
 
-def click_section(report, verdicts):
+def click_section(report):
     rows = []
-    by = {(r["name"], r["dtype"]): r for r in report["results"]}
-    for (name, dtype), r in by.items():
+    for r in report["results"]:
         vs32 = r.get("ratio_ours_over_official_fp32", {})
-        rows.append([name, dtype, _fmt(r["ours"]["forward"]["median_ms"]), _fmt(r["official"]["forward"]["median_ms"]),
+        rows.append([r["name"], r["dtype"], _fmt(r["ours"]["forward"]["median_ms"]),
+                     _fmt(r["official"]["forward"]["median_ms"]),
                      _fmt(r["ratio_ours_over_official"]["forward_paired"], ".3f"),
                      _fmt(r["ours"]["whole_click"]["median_ms"]), _fmt(r["official"]["whole_click"]["median_ms"]),
                      _fmt(r["ratio_ours_over_official"]["whole_click_paired"], ".3f"),
                      _fmt(vs32.get("whole_click_paired"), ".3f"),
                      _fmt(r["ours"]["peak_memory_mb"], ".0f"), _fmt(r["official"]["peak_memory_mb"], ".0f")])
-    for size in ("base", "huge"):
-        r = by.get((size, "bf16"))
-        ratio = (r or {}).get("ratio_ours_over_official_fp32", {}).get("whole_click_paired")
-        verdicts.append(_verdict(f"ViT-{size[0].upper()} bf16 whole click / official fp32 <= 1/3", ratio,
-                                 CLICK_RATIO_TARGET, lambda v: v <= CLICK_RATIO_TARGET))
-        if size == "base":
-            ms = r["ours"]["whole_click"]["median_ms"] if r else None
-            verdicts.append(_verdict("ViT-B bf16 whole click <= 5 ms", ms, CLICK_MS_TARGET,
-                                     lambda v: v <= CLICK_MS_TARGET))
     return _table(["model", "dtype", "fwd ours ms", "fwd official ms", "ratio", "click ours ms",
                    "click official ms", "ratio", "vs official fp32", "peak ours MB", "peak official MB"], rows)
 
 
-def train_section(report, verdicts, side_by_side):
+def click_verdicts(report):
+    """The per-click targets from official.json (None: not measured)."""
+    by = {(r["name"], r["dtype"]): r for r in (report or {}).get("results", [])}
+    base, huge = by.get(("base", "bf16")), by.get(("huge", "bf16"))
+
+    def vs_fp32(r):
+        return (r or {}).get("ratio_ours_over_official_fp32", {}).get("whole_click_paired")
+
+    return [_verdict("ViT-B bf16 whole click / official fp32 <= 1/3", vs_fp32(base), CLICK_RATIO_TARGET,
+                     lambda v: v <= CLICK_RATIO_TARGET),
+            _verdict("ViT-B bf16 whole click <= 5 ms", base["ours"]["whole_click"]["median_ms"] if base else None,
+                     CLICK_MS_TARGET, lambda v: v <= CLICK_MS_TARGET),
+            _verdict("ViT-H bf16 whole click / official fp32 <= 1/3", vs_fp32(huge), CLICK_RATIO_TARGET,
+                     lambda v: v <= CLICK_RATIO_TARGET)]
+
+
+def train_section(report, side_by_side):
     rows = []
-    best = {}
     for r in report["results"]:
         if side_by_side:
             o, f, ratio = r["ours"], r["official"], r["ratio_ours_over_official"]
@@ -85,26 +91,38 @@ def train_section(report, verdicts, side_by_side):
                          _fmt(f["samples_per_s"], ".2f"), _fmt(ratio.get("samples_per_s_paired"), ".2f"),
                          _fmt(ratio.get("expected_samples_per_s"), ".2f"), _fmt(o["step_peak_memory_mb"], ".0f"),
                          _fmt(f["step_peak_memory_mb"], ".0f")])
-            paired = ratio.get("samples_per_s_paired", ratio.get("samples_per_s"))
-            if paired is not None:
-                best[r["name"]] = max(best.get(r["name"], paired), paired)
         else:
             rows.append([r.get("model", r.get("name")), r["batch"], r["amp"], _fmt(r["samples_per_s"], ".2f"),
                          "n/a", "n/a", "n/a", _fmt(r["step_peak_memory_mb"], ".0f"), "n/a"])
-    for name, value in best.items():
-        verdicts.append(_verdict(f"training {name}: samples/s ours / official >= 2", value, TRAIN_RATIO_TARGET,
-                                 lambda v: v >= TRAIN_RATIO_TARGET))
     return _table(["model", "batch", "ours amp", "samples/s ours", "samples/s official", "ratio (paired)",
                    "ratio incl. click rounds", "peak ours MB", "peak official MB"], rows)
 
 
-def sync_section(report, verdicts):
-    stages = report["results"]
-    network = stages.get("network", {}).get("syncs")
-    verdicts.append(_verdict("host synchronisations in the network's forward == 0", network, 0, lambda v: v == 0))
+def train_verdicts(report):
+    """The training target per model from official_train.json: the best of our precisions (None: not
+    measured; ours alone, train.json, has no official figure to compare with)."""
+    best = {}
+    for r in (report or {}).get("results", []):
+        ratio = r["ratio_ours_over_official"]
+        value = ratio.get("samples_per_s_paired", ratio.get("samples_per_s"))
+        if value is not None:
+            best[r["name"]] = max(best.get(r["name"], value), value)
+    if not best:
+        return [_verdict("training: samples/s ours / official >= 2 (no side-by-side report)", None,
+                         TRAIN_RATIO_TARGET, None)]
+    return [_verdict(f"training {name}: samples/s ours / official >= 2", value, TRAIN_RATIO_TARGET,
+                     lambda v: v >= TRAIN_RATIO_TARGET) for name, value in best.items()]
+
+
+def sync_section(report):
     rows = [[name, _fmt(stage.get("syncs"), "g"), ", ".join(sorted({e["where"] for e in stage.get("events", [])}))]
-            for name, stage in stages.items()]
+            for name, stage in report["results"].items()]
     return _table(["stage", "syncs per run", "where"], rows)
+
+
+def sync_verdicts(report):
+    network = (report or {}).get("results", {}).get("network", {}).get("syncs")
+    return [_verdict("host synchronisations in the network's forward == 0", network, 0, lambda v: v == 0)]
 
 
 def predictor_section(report):
@@ -148,7 +166,7 @@ def summarize(folder):
     log_path = os.path.join(folder, "log.txt")
     if not any(found.values()) and not os.path.isfile(log_path):
         raise FileNotFoundError(f"{folder}: none of log.txt, {', '.join(REPORTS)}")
-    out, verdicts = [], []
+    out = []
     first = next((r for r in found.values() if r), None)
     if first is not None:
         run = first.get("run", {})
@@ -161,31 +179,25 @@ def summarize(folder):
         with open(log_path) as f:
             done = [line.strip() for line in f if line.startswith("=== done")]
         out.append(done[-1] if done else "log.txt: the script did not reach its end (no '=== done' line).")
-    sections = [("Per click, ours vs official (official.json)", "official.json", click_section, (verdicts,)),
-                ("Training, side by side (official_train.json)", "official_train.json", train_section,
-                 (verdicts, True)),
-                ("Training, ours alone (train.json)", "train.json", train_section, (verdicts, False)),
-                ("Host synchronisation (cuda_sync.json)", "cuda_sync.json", sync_section, (verdicts,)),
-                ("Predictor, eager (inference.json)", "inference.json", predictor_section, ()),
-                ("Predictor, compile=True (compile.json)", "compile.json", predictor_section, ()),
-                ("Training loader (loader.json)", "loader.json", loader_section, ()),
-                ("MSDeformAttn operator (msda.json)", "msda.json", msda_section, ())]
-    for title, name, fn, extra in sections:
+    sections = [("Per click, ours vs official (official.json)", "official.json", click_section),
+                ("Training, side by side (official_train.json)", "official_train.json",
+                 lambda r: train_section(r, side_by_side=True)),
+                ("Training, ours alone (train.json)", "train.json", lambda r: train_section(r, side_by_side=False)),
+                ("Host synchronisation (cuda_sync.json)", "cuda_sync.json", sync_section),
+                ("Predictor, eager (inference.json)", "inference.json", predictor_section),
+                ("Predictor, compile=True (compile.json)", "compile.json", predictor_section),
+                ("Training loader (loader.json)", "loader.json", loader_section),
+                ("MSDeformAttn operator (msda.json)", "msda.json", msda_section)]
+    for title, name, fn in sections:
         report = found[name]
         if report is None:
             if name != "train.json":
                 out.append(f"\n### {title}\n\nmissing")
             continue
         status = "" if report.get("complete", True) else " — INCOMPLETE (stopped by its time limit)"
-        out.append(f"\n### {title}{status}\n\n" + fn(report, *extra))
-    if found["official.json"] is None:
-        verdicts += [_verdict(t, None, lim, None) for t, lim in (
-            ("ViT-B bf16 whole click / official fp32 <= 1/3", CLICK_RATIO_TARGET),
-            ("ViT-B bf16 whole click <= 5 ms", CLICK_MS_TARGET),
-            ("ViT-H bf16 whole click / official fp32 <= 1/3", CLICK_RATIO_TARGET))]
-    if not any(v["target"].startswith("training") for v in verdicts):
-        verdicts.append(_verdict("training: samples/s ours / official >= 2 (no side-by-side report)", None,
-                                 TRAIN_RATIO_TARGET, None))
+        out.append(f"\n### {title}{status}\n\n" + fn(report))
+    verdicts = (click_verdicts(found["official.json"]) + train_verdicts(found["official_train.json"])
+                + sync_verdicts(found["cuda_sync.json"]))
     out.append("\n### Issue 10 targets\n\n" + _table(
         ["target", "measured", "met"],
         [[v["target"], _fmt(v["value"], ".3g") if isinstance(v["value"], (int, float)) else "n/a",

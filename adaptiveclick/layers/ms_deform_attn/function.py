@@ -41,7 +41,7 @@ _EXT = None  # (module or None, error message or None); loaded at import (end of
 
 def _extension():
     global _EXT
-    if _EXT is None:  # only if a test reset it: the module's import already loaded it
+    if _EXT is None:  # the first call, made by this module's import (its last line)
         try:
             _EXT = (importlib.import_module("adaptiveclick._C"), None)
         except ImportError as e:  # not built (ADAPTIVECLICK_NO_EXT=1, failed build, or an ABI mismatch)

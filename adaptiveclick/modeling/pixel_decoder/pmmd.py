@@ -104,7 +104,7 @@ class DeformableEncoder(nn.Module):
         starts = [0]
         for h, w in shapes[:-1]:
             starts.append(starts[-1] + h * w)
-        return (torch.tensor([list(s) for s in shapes], dtype=torch.long, device=device),
+        return (torch.tensor(shapes, dtype=torch.long, device=device),
                 torch.tensor(starts, dtype=torch.long, device=device))
 
     def _index_tensors(self, shapes, device):
