@@ -1,4 +1,4 @@
-"""The benchmark tools (tools/benchmark_{inference,train,official}.py) and adaptiveclick.utils.bench.
+"""The benchmark tools (tools/benchmark_{inference,train,official,dispatch}.py) and adaptiveclick.utils.bench.
 
 The tools run as subprocesses on the tiny config (64 px; 224 px for the official comparison, the smallest
 input the official ViT's 224-px windows allow) with a couple of iterations; the tests check the JSON they
@@ -80,11 +80,14 @@ def tool_runs(tmp_path_factory):
         specs["official_train"] = ("benchmark_official.py",
                                    ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--train", "--batch", "2",
                                     "--iters", "2", "--warmup", "0", "--click-rounds", "1", "--device", "cpu"])
+    specs["dispatch"] = ("benchmark_dispatch.py",
+                         ["--config-file", TINY, "--iters", "2", "--warmup", "0", "--device", "cpu"]
+                         + (["--official-root", OFFICIAL_ROOT] if HAS_OFFICIAL else ["--no-official"]))
     runs = {}
     for key, (script, args) in specs.items():
         out = tmp / f"{key}.json"
         # config overrides (KEY VALUE) must come last
-        extra = TINY_OFFICIAL_OPTS if key.startswith("official") else []
+        extra = TINY_OFFICIAL_OPTS if key.startswith("official") or key == "dispatch" else []
         runs[key] = (script, _start_tool(script, args + ["--output", str(out)] + extra), out)
     yield runs
     for _, proc, _ in runs.values():
@@ -484,6 +487,57 @@ def test_benchmark_official_tiny(tool_runs):
     assert "click official ms" in stdout and "paired ratio" in stdout
 
 
+def test_count_operators_hand_example():
+    tool = _load_tool("benchmark_dispatch")
+    x = torch.arange(6.0).reshape(2, 3)
+
+    def fn():
+        y = x.t()  # view: metadata
+        torch.empty(3)  # allocation: metadata
+        z = (y + 1).sum()  # two compute operators
+        return z.item()  # _local_scalar_dense: a host read
+
+    counts, result = tool.count_operators(fn)
+    assert result == 21.0
+    assert counts == {"total": 5, "compute": 2, "metadata": 2, "host_reads": 1,
+                      "top_compute": [["add", 1], ["sum", 1]]}
+    assert tool.count_operators(fn, top=1)[0]["top_compute"] == [["add", 1]]
+
+
+def test_benchmark_dispatch_tiny(tool_runs):
+    report, stdout = _finish(tool_runs["dispatch"])
+    assert report["benchmark"] == "dispatch"
+    _check_run_info(report)
+    (r,) = report["results"]
+    who = ["official", "ours"] if HAS_OFFICIAL else ["ours"]
+    assert sorted(r["operators"]) == who and r["image_size"] == [224, 224]
+    for w in who:
+        for kind in ("forward", "whole_click"):
+            c = r["operators"][w][kind]
+            assert c["total"] == c["compute"] + c["metadata"] + c["host_reads"]
+            assert 0 < sum(n for _, n in c["top_compute"]) <= c["compute"]
+            _check_timing(r["narrow"][w][kind], 2)
+    ours = r["operators"]["ours"]
+    # hand count of the tiny model's linear layers (each one addmm): ViT 4 blocks x (qkv, proj, fc1, fc2),
+    # 1 deformable encoder layer x (value, offsets, weights, output, 2 FFN), DEC_LAYERS 4 = 3 decoder layers
+    # (Mask2Former counts the prediction before the first one) x (cross- and self-attention q, k, v, out + 2 FFN),
+    # and 4 predictions x (3-layer mask MLP + class head)
+    assert dict(ours["forward"]["top_compute"])["addmm"] == 4 * 4 + 6 + 3 * 10 + 4 * 4
+    assert ours["forward"]["host_reads"] == 0  # the network reads no device value on the host
+    assert ours["whole_click"]["host_reads"] > 0  # a whole click does: one flag per input check
+    assert ours["whole_click"]["compute"] > ours["forward"]["compute"]
+    narrow = r["narrow"]
+    assert narrow["image_size"] == [224, 224]  # one 14-token window of 16 px
+    opts = dict(zip(narrow["overrides"][::2], narrow["overrides"][1::2]))
+    assert opts["MODEL.VIT.EMBED_DIM"] == "12" and opts["MODEL.ADAPTIVECLICK.HIDDEN_DIM"] == "32"  # 3 heads x 4
+    if HAS_OFFICIAL:
+        assert r["operators"]["official"]["forward"]["host_reads"] > 0  # its .item() calls in the forward
+        for kind in ("forward", "whole_click"):
+            per_round = np.array(narrow["ours"][kind]["times_ms"]) / np.array(narrow["official"][kind]["times_ms"])
+            assert narrow["ratio_ours_over_official"][f"{kind}_paired"] == pytest.approx(np.median(per_round))
+    assert "forward compute ops" in stdout and "narrow forward ms" in stdout
+
+
 @pytest.mark.skipif(not HAS_OFFICIAL, reason=f"no official AdaptiveClick checkout at {OFFICIAL_ROOT}")
 def test_benchmark_official_train_tiny(tool_runs):
     report, stdout = _finish(tool_runs["official_train"])
@@ -733,7 +787,7 @@ def test_benchmark_loader_tiny(tmp_path, capsys):
 
 
 BENCHMARK_TOOLS = ["benchmark_inference", "benchmark_train", "benchmark_official", "benchmark_msda",
-                   "benchmark_noc_protocol", "benchmark_loader"]
+                   "benchmark_noc_protocol", "benchmark_loader", "benchmark_dispatch"]
 
 
 @pytest.mark.parametrize("tool", BENCHMARK_TOOLS)
@@ -750,7 +804,8 @@ def test_help_shows_the_defaults_and_the_examples_line_by_line(tool, capsys):
                                        "default: fp32 on the CPU"],
                 "benchmark_msda": ["(default: 1 16)", "(default: float32)"],
                 "benchmark_noc_protocol": ["(default: 100)", "(default: 512)"],
-                "benchmark_loader": ["(default: 0 1 2)", "(default: 500)", "(default: 16)"]}[tool]
+                "benchmark_loader": ["(default: 0 1 2)", "(default: 500)", "(default: 16)"],
+                "benchmark_dispatch": ["(default: 30)", "(default: base)", "(default: 1)"]}[tool]
     for piece in expected + ["--device", "(default: "]:
         assert piece in " ".join(text.split()), (piece, text)
     # the module docstring (the --help description) keeps every source line: an unescaped backslash at the
@@ -791,10 +846,19 @@ def test_bad_arguments_exit_with_a_message(tmp_path):
         ("benchmark_official", ["--config-file", TINY] + out, "no official AdaptiveClick equivalent"),
         ("benchmark_official", ["--config-file", TINY, "--official-root", str(tmp_path)] + out + TINY_OFFICIAL_OPTS,
          "not an official AdaptiveClick checkout"),
+        ("benchmark_dispatch", ["--config-file", missing] + out, "nope.yaml"),
+        ("benchmark_dispatch", ["--config-file", TINY, "--dtype", "bf16"] + out, "fp32 only"),
+        ("benchmark_dispatch", ["--config-file", TINY, "--threads", "-1"] + out, "--threads"),
+        ("benchmark_dispatch", ["--config-file", TINY] + out, "no official AdaptiveClick equivalent"),
+        ("benchmark_dispatch", ["--config-file", TINY, "--official-root", str(tmp_path)] + out + TINY_OFFICIAL_OPTS,
+         "not an official AdaptiveClick checkout"),
+        ("benchmark_dispatch", ["--config-file", TINY, "--no-official"] + out + ["MODEL.ADAPTIVECLICK.NHEADS", "5"],
+         "not divisible by MODEL.ADAPTIVECLICK.NHEADS"),
     ]
     if not torch.cuda.is_available():
         cases += [(tool, ["--config-file", TINY, "--device", "cuda"] + out, "CUDA is not available")
-                  for tool in ("benchmark_inference", "benchmark_train", "benchmark_official", "check_cuda_sync")]
+                  for tool in ("benchmark_inference", "benchmark_train", "benchmark_official", "check_cuda_sync",
+                               "benchmark_dispatch")]
     for tool, argv, message in cases:
         code, err = _main_exit(tool, argv)
         assert code not in (0, None), (tool, argv)

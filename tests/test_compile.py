@@ -125,26 +125,33 @@ def test_network_traces_as_one_graph(warm):
     so a CUDA-graph capture covers all of it.  Before the deformable-attention kernels became torch.library
     operators, the tiny model traced as 12 graphs (11 breaks: the index check's .tolist() and the extension call
     in every encoder layer).  Also on a cold model (compiled before any eager call, as ``compile=True`` on a
-    fresh predictor): the PMMD's index tensors are made inside the graph and kept out of its cache (written
-    there, they were graph outputs that CUDA graphs may overwrite at the next replay)."""
+    fresh predictor): the PMMD's index tensors and reference points and the sine encodings are made inside the
+    graph and kept out of their caches (written there, they were graph outputs that CUDA graphs may overwrite at
+    the next replay)."""
     import torch._dynamo
 
     from adaptiveclick.utils.bench import build_benchmark_model, click_batch, click_inputs, load_config
 
+    from adaptiveclick.modeling.position_encoding import PositionEmbeddingSine
+
     model = build_benchmark_model(load_config(TINY, (), "cpu"))
-    encoder = model.pixel_decoder.transformer
+    # the size-keyed caches: the PMMD's index tensors and reference points, the sine encodings of PMMD and CAMD
+    caches = [model.pixel_decoder.transformer._index_cache] + \
+        [m._cache for m in model.modules() if isinstance(m, PositionEmbeddingSine)]
+    assert len(caches) == 3
     image, clicks, prev = click_inputs(96, 4)
     with torch.no_grad():
         data = model.preprocess(click_batch(image, clicks, prev))
         if warm:
             model.predict(data)  # eager first: the op checks and caches its index values
-        cached = dict(encoder._index_cache)
-        assert bool(cached) == warm
+        cached = [dict(c) for c in caches]
+        assert all(bool(c) == warm for c in cached)
         torch._dynamo.reset()
         explanation = torch._dynamo.explain(model._network)(data)
     assert explanation.graph_break_count == 0, [str(b.reason)[:300] for b in explanation.break_reasons]
     assert explanation.graph_count == 1
-    assert encoder._index_cache == cached  # tracing neither filled nor replaced the cache
+    for cache, before in zip(caches, cached):  # tracing neither filled nor replaced a cache
+        assert cache.keys() == before.keys() and all(cache[k] is before[k] for k in cache)
 
 
 def test_extension_is_loaded_at_import():

@@ -430,6 +430,56 @@ def test_position_embedding_sine_hand_values():
     torch.testing.assert_close(pos[0, :, 1, 0], torch.tensor(expected_y + expected_x))
 
 
+def test_position_embedding_is_made_once_per_size_and_dtype():
+    """The encoding depends only on (H, W): it is cached per size, device and dtype, equal to a fresh computation,
+    expanded over the batch without a copy, and, filled inside inference mode (as the predictor runs), still a
+    normal tensor that a later training forward can use in backward."""
+    pe = PositionEmbeddingSine(num_pos_feats=8)
+    with torch.inference_mode():
+        first = pe(torch.zeros(2, 1, 3, 5))
+    assert first.shape == (2, 16, 3, 5) and first.stride(0) == 0  # one cached copy, expanded over the batch
+    cached = pe._cache[(3, 5, "cpu", torch.float32)]
+    assert not cached.is_inference()
+    torch.testing.assert_close(first[1:], pe.encode(3, 5, "cpu"))
+    again = pe(torch.zeros(1, 1, 3, 5))
+    assert again.data_ptr() == first.data_ptr()  # no recomputation
+    half = pe(torch.zeros(1, 1, 3, 5, dtype=torch.bfloat16))
+    assert half.dtype == torch.bfloat16 and len(pe._cache) == 2
+    torch.testing.assert_close(half.float(), pe.encode(3, 5, "cpu"), atol=1e-2, rtol=0)
+    other = pe(torch.zeros(1, 1, 4, 2))
+    torch.testing.assert_close(other, pe.encode(4, 2, "cpu"))
+    x = torch.randn(1, 16, 3, 5, requires_grad=True)
+    (x * pe(x)).sum().backward()  # the cached tensor (made in inference mode) takes part in autograd
+    torch.testing.assert_close(x.grad, pe.encode(3, 5, "cpu"))
+
+
+def test_size_constants_are_not_recomputed_in_a_warm_forward():
+    """A warm forward of the model dispatches no operator of the sine encodings or the encoder's reference points
+    (arange, sin, cos, meshgrid's expansions): they come from the caches; a cold one makes them."""
+    import importlib.util
+    import os
+
+    from adaptiveclick.utils.bench import build_benchmark_model, click_batch, click_inputs, forward_only_fn, load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("_dispatch_tool", os.path.join(root, "tools", "benchmark_dispatch.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    model = build_benchmark_model(load_config(os.path.join(root, "configs", "synthetic", "tiny.yaml"), (), "cpu"))
+    forward = forward_only_fn(model, click_batch(*click_inputs(64, 3)))
+
+    def ops():
+        with torch.no_grad():
+            counts, _ = tool.count_operators(forward, top=10 ** 6)
+        return counts["compute"], dict(counts["top_compute"])
+
+    cold_total, cold = ops()
+    warm_total, warm = ops()
+    assert cold["sin"] > 0 and cold["cos"] > 0 and cold["arange"] > 0
+    assert "sin" not in warm and "cos" not in warm and "arange" not in warm
+    assert cold_total - warm_total >= cold["sin"] + cold["cos"] + cold["arange"]
+
+
 def test_encoder_reference_points():
     ref = encoder_reference_points([(1, 2), (2, 2)], 2, "cpu")
     assert ref.shape == (1, 6, 2, 2)

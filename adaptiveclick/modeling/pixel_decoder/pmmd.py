@@ -28,6 +28,7 @@ from adaptiveclick.layers.ms_deform_attn import MSDeformAttn
 from adaptiveclick.utils.checks import check_int
 
 from ..position_encoding import PositionEmbeddingSine
+from ..shape_cache import shape_constant
 
 __all__ = ["PIXEL_DECODER_REGISTRY", "build_pixel_decoder", "DeformableEncoderLayer", "DeformableEncoder",
            "PMMDPixelDecoder"]
@@ -87,7 +88,8 @@ class DeformableEncoder(nn.Module):
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points, msda_impl)
             for _ in range(num_layers))
         self.num_levels = num_levels
-        # (level sizes, device) -> (spatial_shapes, level_start_index); a plain attribute, not in the state dict
+        # (level sizes, device) -> (spatial_shapes, level_start_index, reference points); a plain attribute, not
+        # in the state dict
         self._index_cache = {}
         # Deformable DETR / Mask2Former init: xavier for every matrix, then the MSDA-specific init
         for p in self.parameters():
@@ -105,29 +107,18 @@ class DeformableEncoder(nn.Module):
         for h, w in shapes[:-1]:
             starts.append(starts[-1] + h * w)
         return (torch.tensor(shapes, dtype=torch.long, device=device),
-                torch.tensor(starts, dtype=torch.long, device=device))
+                torch.tensor(starts, dtype=torch.long, device=device),
+                encoder_reference_points(shapes, len(shapes), device))
 
     def _index_tensors(self, shapes, device):
-        """``spatial_shapes`` and ``level_start_index`` for these level sizes, made once per (sizes, device) and
-        reused, so that the operator's input check reads their values from the GPU only once (no host
-        synchronisation in later forwards; see ``_INDEX_CACHE`` of the op).
-
-        Under ``torch.compile`` the cache is neither read nor written: the traced graph makes the two tensors
-        from the Python sizes (constants of the graph; the op's check, which reads values, is skipped while
-        compiling).  Written into the cache there, they were outputs of the compiled graph, which CUDA graphs
-        may overwrite at the next replay while the cache still hands them out."""
-        if torch.compiler.is_compiling():
-            return self._make_index_tensors(shapes, device)
-        cache = self._index_cache  # (torch 2.11's Dynamo breaks the graph on ``self.__dict__.setdefault``)
-        key = (shapes, str(device))
-        if key not in cache:
-            if len(cache) >= 16:  # a handful of input sizes in practice; never grow without bound
-                cache.clear()
-            # made outside inference mode even when called inside it: normal tensors keep the version counter
-            # the op's cache relies on (inference tensors have none)
-            with torch.inference_mode(False):
-                cache[key] = self._make_index_tensors(shapes, device)
-        return cache[key]
+        """``spatial_shapes``, ``level_start_index`` and the (1, S, L, 2) reference points for these level sizes,
+        made once per (sizes, device) and reused (:func:`shape_constant`): the operator's input check then reads
+        the index values from the GPU only once (no host synchronisation in later forwards; see ``_INDEX_CACHE``
+        of the op), and the reference points cost no kernel launches after the first forward.  Under
+        ``torch.compile`` the graph makes them from the Python sizes (the op's check, which reads values, is
+        skipped while compiling) and the cache is untouched."""
+        return shape_constant(self._index_cache, (shapes, str(device)),
+                              lambda: self._make_index_tensors(shapes, device))
 
     def forward(self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]):
         """srcs/pos_embeds: per level (B, C, H_l, W_l). Returns the encoded maps, same shapes."""
@@ -139,8 +130,8 @@ class DeformableEncoder(nn.Module):
                          for i, p in enumerate(pos_embeds)], dim=1)
         device = flat.device
         sizes = [h * w for h, w in shapes]
-        spatial_shapes, level_start_index = self._index_tensors(tuple(shapes), device)
-        ref = encoder_reference_points(shapes, len(shapes), device).expand(flat.shape[0], -1, -1, -1)
+        spatial_shapes, level_start_index, ref = self._index_tensors(tuple(shapes), device)
+        ref = ref.expand(flat.shape[0], -1, -1, -1)
         out = flat
         for layer in self.encoder.layers:
             out = layer(out, pos, ref, spatial_shapes, level_start_index)
