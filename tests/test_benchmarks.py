@@ -488,7 +488,8 @@ def test_benchmark_official_tiny(tool_runs):
 
 
 def test_count_operators_hand_example():
-    tool = _load_tool("benchmark_dispatch")
+    from adaptiveclick.utils.op_count import count_operators
+
     x = torch.arange(6.0).reshape(2, 3)
 
     def fn():
@@ -497,11 +498,11 @@ def test_count_operators_hand_example():
         z = (y + 1).sum()  # two compute operators
         return z.item()  # _local_scalar_dense: a host read
 
-    counts, result = tool.count_operators(fn)
+    counts, result = count_operators(fn)
     assert result == 21.0
     assert counts == {"total": 5, "compute": 2, "metadata": 2, "host_reads": 1,
                       "top_compute": [["add", 1], ["sum", 1]]}
-    assert tool.count_operators(fn, top=1)[0]["top_compute"] == [["add", 1]]
+    assert count_operators(fn, top=1)[0]["top_compute"] == [["add", 1]]
 
 
 def test_benchmark_dispatch_tiny(tool_runs):
@@ -678,7 +679,13 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
                                                  "--device", "cpu", "--output", str(out)])
     assert json.loads(out.read_text())["config"]["sync_debug"] == "unavailable"
     assert set(report["results"]) == {"network", "whole_click"}
-    assert all(stage == {"syncs": None, "events": []} for stage in report["results"].values())
+    for stage in report["results"].values():
+        assert stage["syncs"] is None and stage["events"] == []
+        ops = stage["operators"]
+        assert ops["compute"] > 0 and ops["total"] == ops["compute"] + ops["metadata"] + ops["host_reads"]
+    network, whole = report["results"]["network"]["operators"], report["results"]["whole_click"]["operators"]
+    assert network["host_reads"] == 0 and whole["host_reads"] > 0  # the input checks' flags
+    assert whole["compute"] > network["compute"]
 
 
 def test_run_info_records_the_cpu_model_and_load_average(monkeypatch):
@@ -1096,7 +1103,8 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
                                                                           "matmul_allow_tf32": False}},
                 "results": [click_row("base", 4.9, 0.30), click_row("huge", 30.0, 0.34)]}
     (tmp_path / "official.json").write_text(json.dumps(official))
-    sync = {"run": {}, "results": {"network": {"syncs": 0.0, "events": []},
+    sync = {"run": {}, "results": {"network": {"syncs": 0.0, "events": [],
+                                               "operators": {"compute": 671, "metadata": 1220, "host_reads": 0}},
                                    "whole_click": {"syncs": 2.0, "events": [{"where": "predictor.py:51"}]}}}
     (tmp_path / "cuda_sync.json").write_text(json.dumps(sync))
     _, verdicts = summarize.summarize(str(tmp_path))
@@ -1108,4 +1116,5 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
     assert met["training: samples/s ours / official >= 2 (no side-by-side report)"] is None
     text, _ = summarize.summarize(str(tmp_path))
     assert "INCOMPLETE" in text and "predictor.py:51" in text and "Device: H200" in text
+    assert "| network | 0 | 671 | 1220 |  |" in text and "| whole_click | 2 | n/a | n/a | predictor.py:51 |" in text
     assert "fp32 convolutions in TF32: True" in text

@@ -456,21 +456,18 @@ def test_position_embedding_is_made_once_per_size_and_dtype():
 def test_size_constants_are_not_recomputed_in_a_warm_forward():
     """A warm forward of the model dispatches no operator of the sine encodings or the encoder's reference points
     (arange, sin, cos, meshgrid's expansions): they come from the caches; a cold one makes them."""
-    import importlib.util
     import os
 
     from adaptiveclick.utils.bench import build_benchmark_model, click_batch, click_inputs, forward_only_fn, load_config
+    from adaptiveclick.utils.op_count import count_operators
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("_dispatch_tool", os.path.join(root, "tools", "benchmark_dispatch.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     model = build_benchmark_model(load_config(os.path.join(root, "configs", "synthetic", "tiny.yaml"), (), "cpu"))
     forward = forward_only_fn(model, click_batch(*click_inputs(64, 3)))
 
     def ops():
         with torch.no_grad():
-            counts, _ = tool.count_operators(forward, top=10 ** 6)
+            counts, _ = count_operators(forward, top=10 ** 6)
         return counts["compute"], dict(counts["top_compute"])
 
     cold_total, cold = ops()

@@ -8,7 +8,7 @@ value (``.item()``, ``.tolist()``, a tensor in an ``if``) stalls until the GPU h
 that side on any machine, the CPU included, for each size (our SBD configs; the official model built from its
 own code with the same architecture, as ``tools/benchmark_official.py`` does):
 
-* ``operators``: every ATen operator one call dispatches (a ``TorchDispatchMode`` counting them), after a warm
+* ``operators``: every ATen operator one call dispatches (``adaptiveclick.utils.op_count``), after a warm
   call, for the network alone (``forward``) and the whole click (``whole_click``, NumPy image to host mask),
   split into ``compute`` (each launches at least one kernel on a GPU), ``metadata`` (views, in-place views,
   allocations, type queries: no kernel) and ``host_reads`` (``_local_scalar_dense``, ``nonzero``, ...: a device
@@ -29,70 +29,22 @@ own code with the same architecture, as ``tools/benchmark_official.py`` does):
         MODEL.VIT.IMG_SIZE 224
 """
 
-import collections
 import os
 import sys
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
                                        cli_load_config, click_inputs, format_table, free_device_cache,
                                        load_config, paired_ratio, save_report, time_interleaved, warn_few_iters)
+from adaptiveclick.utils.op_count import count_operators  # noqa: E402
 from benchmark_official import SIZE_CONFIGS, click_fns  # noqa: E402
 
-#: operators whose values the host reads (a device synchronisation each on a GPU): the scalar read behind
-#: ``.item()`` / ``.tolist()`` / ``bool(tensor)``, and operators whose output shape depends on values
-HOST_READ_OPS = frozenset({"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "_unique", "_unique2",
-                           "unique_dim", "unique_consecutive", "repeat_interleave", "equal", "allclose"})
-#: operators that launch no kernel besides views: allocations and type/shape queries
-METADATA_OPS = frozenset({"empty", "empty_like", "empty_strided", "_unsafe_view", "promote_types", "result_type",
-                          "is_same_size", "size", "stride", "sym_size", "sym_stride", "sym_numel", "dim",
-                          "is_contiguous", "can_cast"})
 #: the narrow copy's widths (channels): see narrow_overrides
 NARROW_PER_HEAD = 4
 NARROW_CHANNELS = 32
-
-
-def operator_kind(func) -> str:
-    """``"host_read"``, ``"metadata"`` or ``"compute"`` for an ATen ``OpOverload`` (see the module docstring)."""
-    name = func.overloadpacket.__name__
-    if name in HOST_READ_OPS:
-        return "host_read"
-    if func.is_view or torch.Tag.inplace_view in func.tags or name in METADATA_OPS:
-        return "metadata"
-    return "compute"
-
-
-class _OperatorCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = collections.Counter()  # (kind, name) -> calls
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls[(operator_kind(func), func.overloadpacket.__name__)] += 1
-        return func(*args, **(kwargs or {}))
-
-
-def count_operators(fn, top: int = 15):
-    """Run ``fn()`` once and count the ATen operators it dispatches.
-
-    Returns ``{"total", "compute", "metadata", "host_reads", "top_compute": [[name, calls], ...]}`` (the ``top``
-    most frequent compute operators) and the result of ``fn`` as ``(counts, result)``."""
-    with _OperatorCounter() as counter:
-        result = fn()
-    by_kind = collections.Counter()
-    compute = collections.Counter()
-    for (kind, name), n in counter.calls.items():
-        by_kind[kind] += n
-        if kind == "compute":
-            compute[name] += n
-    counts = {"total": sum(by_kind.values()), "compute": by_kind["compute"], "metadata": by_kind["metadata"],
-              "host_reads": by_kind["host_read"],
-              "top_compute": [[name, n] for name, n in sorted(compute.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]}
-    return counts, result
 
 
 def narrow_overrides(cfg):

@@ -10,7 +10,9 @@ makes them once per input size), with the debug mode set to ``"warn"``:
   mask copied back: at least the final device-to-host copy synchronises, by design.
 
 Every synchronising call is recorded with the line of our code that made it (PyTorch reports each as a
-``UserWarning``); the JSON lists them per stage and the exit status is 1 when the network made any.  On the
+``UserWarning``); the JSON lists them per stage and the exit status is 1 when the network made any.  Each stage
+also gets the ATen operators one run dispatches (``operators``: compute = kernel launches, metadata, host reads;
+``adaptiveclick.utils.op_count``), what an eager click costs the host.  On the
 CPU (no CUDA) the same steps run without the debug mode, as a dry run of this script (``"sync_debug":
 "unavailable"``).
 
@@ -29,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
                                        cli_load_config, click_batch, click_inputs, forward_only_fn, save_report,
                                        synchronize, whole_click_fn)
+from adaptiveclick.utils.op_count import count_operators  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,12 +101,17 @@ def main(argv=None):
                 if events is not None:
                     events_all += events
             stages[name] = {"syncs": None if device.type != "cuda" else len(events_all) / args.iters,
-                            "events": events_all[:50]}
+                            "events": events_all[:50],
+                            # one more run, outside the debug mode: the operators it dispatches (kernel launches)
+                            "operators": count_operators(fn)[0]}
     status = "unavailable" if device.type != "cuda" else "warn"
     for name, stage in stages.items():
         where = sorted({e["where"] for e in stage["events"]})
+        ops = stage["operators"]
         print(f"{name:12s} synchronising calls per run: {stage['syncs'] if stage['syncs'] is not None else 'n/a'}"
-              + (f"  at {', '.join(where)}" if where else ""), flush=True)
+              + (f"  at {', '.join(where)}" if where else "")
+              + f"; operators: {ops['compute']} compute, {ops['metadata']} metadata, {ops['host_reads']} host reads",
+              flush=True)
     report = save_report("cuda_sync", {"config_file": args.config_file, "overrides": list(args.opts),
                                        "image_size": [args.size, args.size], "num_clicks": args.num_clicks,
                                        "warmup": args.warmup, "iters": args.iters, "sync_debug": status},

@@ -115,9 +115,12 @@ def train_verdicts(report):
 
 
 def sync_section(report):
-    rows = [[name, _fmt(stage.get("syncs"), "g"), ", ".join(sorted({e["where"] for e in stage.get("events", [])}))]
-            for name, stage in report["results"].items()]
-    return _table(["stage", "syncs per run", "where"], rows)
+    rows = []
+    for name, stage in report["results"].items():
+        ops = stage.get("operators") or {}
+        rows.append([name, _fmt(stage.get("syncs"), "g"), _fmt(ops.get("compute"), "d"), _fmt(ops.get("metadata"), "d"),
+                     ", ".join(sorted({e["where"] for e in stage.get("events", [])}))])
+    return _table(["stage", "syncs per run", "compute operators", "metadata operators", "where"], rows)
 
 
 def sync_verdicts(report):
