@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
-                                       cli_load_config, click_inputs, format_table, free_device_cache,
+                                       check_click_mask, cli_load_config, click_inputs, format_table, free_device_cache,
                                        load_config, paired_ratio, save_report, time_interleaved, warn_few_iters)
 from adaptiveclick.utils.op_count import count_operators  # noqa: E402
 from benchmark_official import SIZE_CONFIGS, click_fns  # noqa: E402
@@ -92,9 +92,11 @@ def measure(name, config_file, cfg, args, device, official_root):
     models = _models(cfg, args, device, official_root)
     with torch.no_grad():
         for who, (forward, whole_click) in _calls(models, cfg.MODEL.VIT.IMG_SIZE, args, device, threshold).items():
-            forward(), whole_click()  # warm: size-keyed caches filled, lazy initialisation done
-            row["operators"][who] = {"forward": count_operators(forward)[0],
-                                     "whole_click": count_operators(whole_click)[0]}
+            forward()  # warm: size-keyed caches filled, lazy initialisation done
+            whole_click()
+            click_counts, mask = count_operators(whole_click)
+            check_click_mask(mask, row["image_size"], "the official" if who == "official" else "our")
+            row["operators"][who] = {"forward": count_operators(forward)[0], "whole_click": click_counts}
     del models
     free_device_cache(device)
 
