@@ -37,8 +37,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
-                                       check_click_mask, cli_load_config, click_inputs, format_table, free_device_cache,
-                                       load_config, paired_ratio, save_report, time_interleaved, warn_few_iters)
+                                       check_click_mask, cli_load_config, click_inputs, format_table,
+                                       free_device_cache, paired_ratio, save_report, time_interleaved,
+                                       warn_few_iters)
 from adaptiveclick.utils.op_count import count_operators  # noqa: E402
 from benchmark_official import SIZE_CONFIGS, click_fns  # noqa: E402
 
@@ -85,7 +86,8 @@ def _calls(models, img_size, args, device, threshold):
             for who, m in models.items()}
 
 
-def measure(name, config_file, cfg, args, device, official_root):
+def measure(name, config_file, cfg, narrow_cfg, args, device, official_root):
+    """Operator counts of ``cfg``'s models and the interleaved timing of ``narrow_cfg``'s (its narrow copy)."""
     threshold = cfg.TEST.NOC.PRED_THRESHOLD
     row = {"name": name, "config_file": config_file, "device": str(device), "num_clicks": args.num_clicks,
            "batch": 1, "dtype": "fp32", "image_size": [int(cfg.MODEL.VIT.IMG_SIZE)] * 2, "operators": {}}
@@ -100,8 +102,6 @@ def measure(name, config_file, cfg, args, device, official_root):
     del models
     free_device_cache(device)
 
-    opts = narrow_overrides(cfg)
-    narrow_cfg = load_config(config_file, list(args.opts) + opts, device)
     models = _models(narrow_cfg, args, device, official_root)
     calls = _calls(models, narrow_cfg.MODEL.VIT.IMG_SIZE, args, device, threshold)
     with torch.no_grad():
@@ -109,7 +109,7 @@ def measure(name, config_file, cfg, args, device, official_root):
                                  label=f"{name} narrow forward")
         t_click = time_interleaved({who: c[1] for who, c in calls.items()}, args.warmup, args.iters, device,
                                    label=f"{name} narrow whole click")
-    row["narrow"] = {"overrides": opts, "image_size": [int(narrow_cfg.MODEL.VIT.IMG_SIZE)] * 2,
+    row["narrow"] = {"overrides": narrow_overrides(cfg), "image_size": [int(narrow_cfg.MODEL.VIT.IMG_SIZE)] * 2,
                      **{who: {"forward": t_fwd[who], "whole_click": t_click[who]} for who in calls}}
     if "official" in calls:
         row["narrow"]["ratio_ours_over_official"] = {
@@ -174,14 +174,14 @@ def main(argv=None):
     for name, config_file in runs:
         cfg = cli_load_config(ap, config_file, args.opts, device)
         try:
-            cli_load_config(ap, config_file, list(args.opts) + narrow_overrides(cfg), device)
+            narrow_cfg = cli_load_config(ap, config_file, list(args.opts) + narrow_overrides(cfg), device)
             if not args.no_official:
                 from adaptiveclick.utils.official import official_kwargs_from_cfg
 
                 official_kwargs_from_cfg(cfg)
         except ValueError as e:
             ap.error(f"{config_file}: {e}")
-        cfgs.append((name, config_file, cfg))
+        cfgs.append((name, config_file, cfg, narrow_cfg))
     if not args.no_official:
         from adaptiveclick.utils.official import import_official
 
@@ -194,8 +194,8 @@ def main(argv=None):
               "statistic": "median", "weights": "random", "num_clicks": args.num_clicks, "batch": 1,
               "narrow": {"per_head": NARROW_PER_HEAD, "channels": NARROW_CHANNELS}}
     results = []
-    for k, (name, config_file, cfg) in enumerate(cfgs):
-        results.append(measure(name, config_file, cfg, args, device, root))
+    for k, (name, config_file, cfg, narrow_cfg) in enumerate(cfgs):
+        results.append(measure(name, config_file, cfg, narrow_cfg, args, device, root))
         if k + 1 < len(cfgs):  # what is measured survives a time limit
             save_report("dispatch", config, device, results, args.output, complete=False)
     print(table(results))
