@@ -376,6 +376,40 @@ def test_c9_box_geometry():
     assert object_roi(torch.full((500, 400), 0.5), [], ZoomInParams()) is None
 
 
+def test_object_roi_matches_the_mask_with_its_clicks_set():
+    """object_roi reads the mask's row and column flags once and grows their box by the positive clicks; the
+    reference sets the click pixels in the mask and takes the box of the True pixels in NumPy (A.5)."""
+    from adaptiveclick.evaluation.zoom_in import mask_bbox
+    from adaptiveclick.utils.op_count import count_operators
+
+    rng = np.random.default_rng(5)
+    params = ZoomInParams(min_crop_size=10, expansion_ratio=1.2)
+    for trial in range(60):
+        h, w = rng.integers(5, 40, 2)
+        probs = np.zeros((h, w), np.float32)
+        if trial % 6:  # every sixth: an empty mask
+            r0, c0 = rng.integers(0, h), rng.integers(0, w)
+            probs[r0:r0 + rng.integers(1, h), c0:c0 + rng.integers(1, w)] = rng.uniform(0.3, 1.0)
+        clicks = [Click(bool(rng.integers(0, 2)), int(rng.integers(0, h)), int(rng.integers(0, w)))
+                  for _ in range(rng.integers(0, 4))]
+        mask = probs > 0.5
+        if not mask.any():
+            expected = None
+        else:
+            for c in clicks:
+                if c.is_positive:
+                    mask[c.row, c.col] = True
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            expected = clamp_box(expand_box((rows[0], rows[-1], cols[0], cols[-1]), 1.2, 10), (h, w))
+        assert object_roi(torch.from_numpy(probs), clicks, params) == expected, (trial, clicks)
+        got = mask_bbox(torch.from_numpy(probs > 0.5))
+        ref = None if not (probs > 0.5).any() else (np.flatnonzero((probs > 0.5).any(1))[[0, -1]].tolist()
+                                                     + np.flatnonzero((probs > 0.5).any(0))[[0, -1]].tolist())
+        assert got == (None if ref is None else tuple(ref))
+    counts, _ = count_operators(lambda: object_roi(torch.from_numpy(probs), clicks, params))
+    assert counts["host_reads"] == 0, counts  # no nonzero, no scalar read: one copy of the flags
+
+
 class RecordingNet:
     """Logit network that records what it receives; logits = 4 * (prev - 0.5) + 0.01 * column."""
 
@@ -481,6 +515,39 @@ def test_logit_output_is_resized_and_checked():
 
     with pytest.raises(ValueError, match="NaN"):
         transformed_prediction(Nan(), torch.zeros(1, 3, 5, 5), torch.zeros(1, 1, 5, 5), [Click(True, 1, 1)])
+
+
+def test_unchecked_nan_logits_make_the_whole_map_nan():
+    """With check_logits=False a NaN logit is not read on the device: the map comes back all NaN (inside the
+    zoom-in region), even where the resize would have skipped it, and check_host_probabilities reports it."""
+    from adaptiveclick.evaluation.predictor import check_host_probabilities
+
+    class OneNan:
+        def predict_logits(self, images, prev_masks, clicks):
+            out = torch.zeros(images.shape[0], 1, 8, 8)
+            out[:, :, 2, 2] = float("nan")  # resized to 3 x 3 (align_corners): rows/cols 0-1, 3-4, 7 are read
+            return out
+
+    image, prev, clicks = torch.zeros(1, 3, 3, 3, dtype=torch.uint8), torch.zeros(1, 1, 3, 3), [Click(True, 1, 1)]
+    assert not torch.isnan(torch.nn.functional.interpolate(OneNan().predict_logits(image, prev, clicks), size=(3, 3),
+                                                            mode="bilinear", align_corners=True)).any()  # hidden
+    with pytest.raises(ValueError, match="NaN logits"):
+        transformed_prediction(OneNan(), image, prev, clicks)
+    probs = transformed_prediction(OneNan(), image, prev, clicks, check_logits=False)
+    assert torch.isnan(probs).all()
+    with pytest.raises(ValueError, match="NaN logits"):
+        check_host_probabilities(probs.numpy())
+    zoom = ZoomIn(ZoomInParams(target_size=(3, 3), min_crop_size=1), (6, 6))
+    probs = transformed_prediction(OneNan(), torch.zeros(1, 3, 6, 6), torch.zeros(1, 1, 6, 6), clicks, zoom_in=zoom,
+                                   flip=True, check_logits=False)
+    assert torch.isnan(probs).any()
+
+    class Zeros:
+        def predict_logits(self, images, prev_masks, clicks):
+            return torch.zeros(images.shape[0], 1, 8, 8)
+
+    ok = transformed_prediction(Zeros(), image, prev, clicks, check_logits=False).numpy()
+    np.testing.assert_array_equal(check_host_probabilities(ok), np.full((3, 3), 0.5, np.float32))
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -384,6 +384,49 @@ def test_same_probabilities_as_the_noc_protocol(tiny_model):
         np.testing.assert_array_equal(result.mask, session.prediction)
 
 
+@pytest.mark.parametrize("zoom_in,flip", [(False, False), (False, True), (True, False), (True, True)])
+def test_a_click_reads_one_value_on_the_host(tiny_model, zoom_in, flip):
+    """``add_click`` reads one tensor value on the host, the flag of the model's input checks (one for the whole
+    batch, the flipped copy included): on a GPU each read makes the host wait.  The zoom-in region and the
+    probabilities come back as host copies, and NaN logits are found in the copy.  The code before read 6
+    (plain click) to 15 values (zoom-in + flip: integrality and value flags per batch item, click checks, three
+    reads for the region, NaN checks of the logits and of the probabilities)."""
+    from adaptiveclick.utils.op_count import count_operators
+
+    params = ZoomInParams(target_size=(96, 96), min_crop_size=40) if zoom_in else False
+    p = InteractivePredictor(tiny_model, zoom_in=params, flip=flip)
+    p.set_image(rgb(100, 120))
+    p.add_click(50, 60)
+    counts, result = count_operators(lambda: p.add_click(30, 40, False))
+    assert counts["host_reads"] == 1, counts
+    assert len(result.clicks) == 2 and result.mask.shape == (100, 120)
+
+
+@pytest.mark.cuda
+def test_cuda_click_synchronises_three_times_at_most(tiny_model):
+    """On CUDA a warm zoom-in + flip click synchronises the host with the GPU at most three times: the flag of
+    the model's input checks, the zoom-in region's row and column flags, and the probabilities copied back
+    (``torch.cuda.set_sync_debug_mode`` reports each)."""
+    import copy
+    import warnings
+
+    p = InteractivePredictor(copy.deepcopy(tiny_model), device="cuda",
+                             zoom_in=ZoomInParams(target_size=(96, 96), min_crop_size=40), flip=True)
+    p.set_image(rgb(100, 120))
+    for row, col, pos in ((50, 60, True), (20, 30, False)):  # warm: the op's index tensors, the shape caches
+        p.add_click(row, col, pos)
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            p.add_click(70, 80, True)
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    assert 1 <= len(syncs) <= 3, syncs
+
+
 def test_from_config_loads_weights_and_any_image_size(tmp_path, tiny_model):
     from adaptiveclick.engine.checkpoint import AtomicCheckpointer, CheckpointError
 

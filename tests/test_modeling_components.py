@@ -86,6 +86,16 @@ def test_numpy_encoder_matches_the_model_encoder_on_the_circle():
 
 def test_check_clicks_errors():
     check_clicks(torch.tensor([[0, 0, 1], [9, 9, 0], [-1, -1, -1]]), (10, 10))
+    # checked in NumPy on the host: a CPU click tensor runs no torch operator (on a GPU, one copy in all)
+    from adaptiveclick.utils.op_count import count_operators
+
+    counts, _ = count_operators(lambda: check_clicks(torch.tensor([[0, 0, 1], [9.5, 9, 0]]), (10, 10)))
+    assert counts["compute"] == 0 and counts["host_reads"] == 0, counts  # a detach (a view) is all
+    check_clicks(torch.tensor([[0, 0, 1]], dtype=torch.bfloat16), (10, 10))
+    with pytest.raises(ValueError, match=r"clicks\[1\] = \[3, 4, 2\]: is_positive"):
+        check_clicks(torch.tensor([[0, 0, 1], [3, 4, 2]]), (10, 10))
+    with pytest.raises(ValueError, match=r"clicks\[0\] = \[10.5, 0.0, 1.0\] lies outside"):
+        check_clicks(torch.tensor([[10.5, 0.0, 1.0]]), (10, 10))
     with pytest.raises(ValueError, match="outside the 10x10 image"):
         check_clicks(torch.tensor([[10, 0, 1]]), (10, 10), name="clicks")
     with pytest.raises(ValueError, match="outside"):
@@ -601,3 +611,48 @@ def test_input_checks_read_one_flag_per_map():
                        (torch.full((1, 4, 4), -0.5).half(), r"\[-0.5, -0.5\]")):
         with pytest.raises(ValueError, match=match):
             _check_float_map(bad, (1, 4, 4), "m", unit_range=True)
+    # the flag is one pass (minimum and maximum): every kind of bad value must still set it, and a finite
+    # image with values far outside 0..255 is not an error (only the previous mask has a range)
+    for value in (float("nan"), float("inf"), -float("inf")):
+        for unit in (False, True):
+            t = torch.full((3, 5, 5), 0.5)
+            t[1, 2, 3] = value
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                _check_float_map(t, t.shape, "m", unit_range=unit)
+    _check_float_map(torch.tensor([-1e30, 0.0, 3e38]).view(3, 1, 1), (3, 1, 1), "m", unit_range=False)
+    for edge in (0.0, 1.0):
+        _check_float_map(torch.full((1, 2, 2), edge), (1, 2, 2), "m", unit_range=True)
+    _check_float_map(torch.zeros(3, 0, 4), (3, 0, 4), "m", unit_range=True)  # empty: nothing to check
+    with pytest.raises(ValueError, match=r"\[0.0, 2.0\]"):
+        _check_float_map(torch.tensor([[[0, 2]]], dtype=torch.uint8), (1, 1, 2), "m", unit_range=True)
+
+
+def test_a_batch_reads_its_input_flags_once(tiny_model):
+    """The value checks of every map of a batch (images, previous masks, training masks) are read as one flag
+    per device: a flipped click's two items cost one read, not four.  An error still names the first bad map."""
+    def batch():
+        return [{"image": torch.rand(3, 16, 16) * 255, "clicks": torch.tensor([[4, 5, 1]]),
+                 "prev_mask": torch.rand(1, 16, 16)} for _ in range(2)]
+
+    with _record_host_reads() as record:
+        tiny_model._check_inputs(batch(), training=False)
+    # the click rows are host tensors, viewed by NumPy (``numpy``: no copy, no read of a device)
+    assert [name for name, _ in record["reads"] if name != "numpy"] == ["__bool__"], record["reads"]
+    for key, value, match in (("prev_mask", float("nan"), r"batched_inputs\[1\]\['prev_mask'\] contains NaN"),
+                              ("prev_mask", 1.25, r"batched_inputs\[1\]\['prev_mask'\] must lie in \[0, 1\]"),
+                              ("image", float("inf"), r"batched_inputs\[1\]\['image'\] contains NaN")):
+        items = batch()
+        items[1][key][0, 3, 3] = value
+        with pytest.raises(ValueError, match=match):
+            tiny_model._check_inputs(items, training=False)
+    items = batch()
+    items[0]["prev_mask"][0, 0, 0] = 2.0
+    items[1]["image"][0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"batched_inputs\[0\]\['prev_mask'\]"):  # the first in input order
+        tiny_model._check_inputs(items, training=False)
+    items = batch()
+    for item in items:
+        item["gt_mask"] = torch.zeros(16, 16)
+    items[1]["gt_mask"][2, 2] = 0.5
+    with pytest.raises(ValueError, match=r"batched_inputs\[1\]\['gt_mask'\] must be binary"):
+        tiny_model._check_inputs(items, training=True)

@@ -65,8 +65,7 @@ def zoom_in_params(cfg):
     from adaptiveclick.evaluation import ZoomInParams
 
     z = cfg.TEST.NOC.ZOOM_IN
-    return ZoomInParams(target_size=tuple(z.TARGET_SIZE), expansion_ratio=z.EXPANSION_RATIO,
-                        min_crop_size=z.MIN_CROP_SIZE, recompute_iou=z.RECOMPUTE_IOU, prob_threshold=z.PROB_THRESHOLD)
+    return ZoomInParams.from_config(z)
 
 
 def predictor_settings(compile_too):

@@ -7,7 +7,10 @@ makes them once per input size), with the debug mode set to ``"warn"``:
 * ``network``: the network on preprocessed inputs (``model._network``, i.e. ``predict``: ViT, pyramid, PMMD,
   CAMD); the goal is **zero** synchronising calls;
 * ``whole_click``: ``model([{"image", "clicks", "prev_mask"}])`` from host tensors, sigmoid, threshold and the
-  mask copied back: at least the final device-to-host copy synchronises, by design.
+  mask copied back: at least the final device-to-host copy synchronises, by design;
+* ``predictor_click``: ``InteractivePredictor.add_click`` with the config's zoom-in and flip (the protocol's
+  click, as an annotation tool makes it): by design one flag of the model's input checks, with zoom-in the
+  previous mask's row and column flags copied to the host for the region, and the probabilities copied back.
 
 Every synchronising call is recorded with the line of our code that made it (PyTorch reports each as a
 ``UserWarning``); the JSON lists them per stage and the exit status is 1 when the network made any.  Each stage
@@ -71,6 +74,27 @@ def record_syncs(fn, device):
     return result, events
 
 
+def predictor_click_fn(model, cfg, image, clicks, device):
+    """A no-argument callable adding the next click of ``clicks`` (cycled) to an ``InteractivePredictor`` on
+    ``image`` with ``cfg.TEST.NOC``'s zoom-in, flip and threshold.  The clicks accumulate, so every call after
+    the first has a previous mask (and, with zoom-in, a region of it)."""
+    from adaptiveclick.evaluation import ZoomInParams
+    from adaptiveclick.inference import InteractivePredictor
+
+    noc = cfg.TEST.NOC
+    predictor = InteractivePredictor(model, device=device, flip=bool(noc.FLIP), threshold=noc.PRED_THRESHOLD,
+                                     zoom_in=ZoomInParams.from_config(noc.ZOOM_IN) if noc.ZOOM_IN.ENABLED else False)
+    predictor.set_image(image)
+    state = {"n": 0}
+
+    def click():
+        row, col, positive = (int(v) for v in clicks[state["n"] % len(clicks)])
+        state["n"] += 1
+        return predictor.add_click(row, col, positive=bool(positive))
+
+    return click
+
+
 def main(argv=None):
     ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "cuda_sync.json"), iters=1, warmup=2)
     ap.add_argument("--config-file", default="configs/sbd/adaptiveclick_vit_b_448.yaml", metavar="FILE")
@@ -87,14 +111,16 @@ def main(argv=None):
 
     whole_click = whole_click_fn(model, image, clicks, prev, threshold, device)
     network = forward_only_fn(model, click_batch(image, clicks, prev))  # model._network on preprocessed inputs
+    predictor_click = predictor_click_fn(model, cfg, image, clicks, device)
 
     with torch.no_grad():
         for _ in range(args.warmup):
             whole_click()
             network()
+            predictor_click()
         synchronize(device)
         stages = {}
-        for name, fn in (("network", network), ("whole_click", whole_click)):
+        for name, fn in (("network", network), ("whole_click", whole_click), ("predictor_click", predictor_click)):
             events_all = []
             for _ in range(args.iters):
                 _, events = record_syncs(fn, device)
@@ -108,7 +134,7 @@ def main(argv=None):
     for name, stage in stages.items():
         where = sorted({e["where"] for e in stage["events"]})
         ops = stage["operators"]
-        print(f"{name:12s} synchronising calls per run: {stage['syncs'] if stage['syncs'] is not None else 'n/a'}"
+        print(f"{name:15s} synchronising calls per run: {stage['syncs'] if stage['syncs'] is not None else 'n/a'}"
               + (f"  at {', '.join(where)}" if where else "")
               + f"; operators: {ops['compute']} compute, {ops['metadata']} metadata, {ops['host_reads']} host reads",
               flush=True)

@@ -30,7 +30,7 @@ from adaptiveclick.clicks import Click
 
 from .zoom_in import ZoomIn
 
-__all__ = ["ModelPredictor", "transformed_prediction", "clicks_to_rows"]
+__all__ = ["ModelPredictor", "transformed_prediction", "check_host_probabilities", "clicks_to_rows"]
 
 
 def clicks_to_rows(clicks: Sequence[Click]) -> np.ndarray:
@@ -43,38 +43,67 @@ def clicks_to_rows(clicks: Sequence[Click]) -> np.ndarray:
     return out
 
 
-def _check_logits(logits, batch: int, size) -> torch.Tensor:
+#: the error of NaN logits (also raised by callers that check the probabilities on the host)
+NAN_LOGITS = "predict_logits returned NaN logits"
+
+
+def _check_logits(logits, batch: int, size, read: bool = True) -> torch.Tensor:
+    """Shape-checked float32 logits at ``size``.  NaN logits raise ValueError (one host read: a GPU
+    synchronisation) or, with ``read=False``, make the whole result NaN, for a check on the host later."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"predict_logits must return a torch.Tensor, got {type(logits).__name__}")
     if logits.ndim != 4 or logits.shape[0] != batch or logits.shape[1] != 1:
         raise ValueError(f"predict_logits must return (B={batch}, 1, h, w) logits, got {tuple(logits.shape)}")
-    if torch.isnan(logits).any():
-        raise ValueError("predict_logits returned NaN logits")
+    has_nan = torch.isnan(logits).any()
+    if read and has_nan:
+        raise ValueError(NAN_LOGITS)
     logits = logits.float()
     if tuple(logits.shape[-2:]) != tuple(size):
         # A.4 step 4: network output resized to the input tensor size
         logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+    if not read:
+        # a NaN logit need not reach every output pixel (a downsizing resize skips pixels, the zoom-in paste
+        # keeps only the ROI): the whole map is made NaN so that the caller's host check cannot miss it
+        logits = torch.where(has_nan, torch.nan, logits)
     return logits
 
 
+def check_host_probabilities(probs: np.ndarray) -> np.ndarray:
+    """The host-side check after ``transformed_prediction(..., check_logits=False)``: returns ``probs``, or
+    raises ValueError if any is NaN (NaN logits, which that call spreads over the whole map, or +inf next to
+    -inf logits, which a bilinear resize mixes into NaN)."""
+    if np.isnan(probs).any():
+        raise ValueError(f"{NAN_LOGITS}, or +inf and -inf logits that the bilinear resize mixed into NaN: the "
+                         "probabilities contain NaN")
+    return probs
+
+
 def transformed_prediction(net, image: torch.Tensor, prev_mask: torch.Tensor, clicks: Sequence[Click],
-                           zoom_in: Optional[ZoomIn] = None, flip: bool = False) -> torch.Tensor:
+                           zoom_in: Optional[ZoomIn] = None, flip: bool = False,
+                           check_logits: bool = True) -> torch.Tensor:
     """One prediction of the official predictor with its transforms (A.4): returns (H, W) probabilities.
 
-    ``net`` is a logit network (module docstring); ``image`` float32 (1, 3, H, W) on the 0..255 scale,
-    ``prev_mask`` (1, 1, H, W) probabilities, ``clicks`` in image pixels.  Order: zoom-in (crop + resize of
-    [image, prev_mask], clicks mapped), flip (batch [x, mirrored x], mirrored columns W' - 1 - col),
-    network, resize of the logits to the input size, average of the logits with the un-mirrored copy,
-    sigmoid, paste of the ROI probabilities into a zero map of the full image.
+    ``net`` is a logit network (module docstring); ``image`` (1, 3, H, W) on the 0..255 scale, uint8 or
+    float32 (a uint8 image reaches the network as uint8 unless the zoom-in resizes it), ``prev_mask`` (1, 1, H,
+    W) probabilities, ``clicks`` in image pixels.  Order: zoom-in (crop + resize of [image, prev_mask], clicks
+    mapped), flip (batch [x, mirrored x], mirrored columns W' - 1 - col), network, resize of the logits to the
+    input size, average of the logits with the un-mirrored copy, sigmoid, paste of the ROI probabilities into a
+    zero map of the full image.
+
+    ``check_logits``: NaN logits raise ValueError here (a host read of a flag: on a GPU the host waits for
+    the network); with False they make the returned map all NaN instead, and the caller checks the
+    probabilities once they are on the host (no wait before the post-processing is queued).
     """
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"image must be (1, 3, H, W), got {tuple(image.shape)}")
+    if not image.is_floating_point() and image.dtype != torch.uint8:
+        raise TypeError(f"image must be uint8 or float (0..255), got {image.dtype}")
     if tuple(prev_mask.shape) != (1, 1) + tuple(image.shape[-2:]):
         raise ValueError(f"prev_mask must be (1, 1, H, W) = {(1, 1) + tuple(image.shape[-2:])}, "
                          f"got {tuple(prev_mask.shape)}")
     # image and previous mask form the 4-channel input of the official predictor; every transform acts on
     # channels independently, so they are kept apart (no full-resolution concatenation)
-    prev = prev_mask.to(image.dtype)
+    prev = prev_mask.float()
     if zoom_in is not None:
         zoom_in.update(prev_mask[0, 0], clicks)
         image, prev = zoom_in.crop(image), zoom_in.crop(prev)
@@ -88,7 +117,8 @@ def transformed_prediction(net, image: torch.Tensor, prev_mask: torch.Tensor, cl
         mirrored = rows.copy()
         mirrored[:, 1] = image.shape[3] - 1 - rows[:, 1]
         batch_rows.append(mirrored)
-    logits = _check_logits(net.predict_logits(image, prev, batch_rows), image.shape[0], image.shape[-2:])
+    logits = _check_logits(net.predict_logits(image, prev, batch_rows), image.shape[0], image.shape[-2:],
+                           read=check_logits)
     if flip:
         logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
     probs = torch.sigmoid(logits)
@@ -112,9 +142,11 @@ class ModelPredictor:
 
     The model's inference call is ``model([{"image", "clicks", "prev_mask"}, ...]) ->
     [{"mask_logits": (1, h, w)}, ...]`` (data contract).  Inputs are sent as the contract says, uint8 image
-    and int64 clicks, whenever the values are integral; after a zoom-in resize they are not, and the model
-    receives a float32 image (0..255 scale) and float32 click coordinates instead, as the official
-    predictor feeds float tensors and fractional clicks.  The model must be in eval mode.
+    and int64 clicks, as long as nothing resampled them: a uint8 image stays uint8 (the probability
+    interface, and :func:`transformed_prediction` without zoom-in), and integral click coordinates go as
+    int64.  After a zoom-in resize the model receives a float32 image (0..255 scale) and float32 click
+    coordinates instead, as the official predictor feeds float tensors and fractional clicks; so does any
+    float image given to :meth:`predict_logits`.  The model must be in eval mode.
     """
 
     def __init__(self, model, device=None):
@@ -132,11 +164,13 @@ class ModelPredictor:
         if len(clicks) != images.shape[0] or prev_masks.shape[0] != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images, {prev_masks.shape[0]} prev masks and "
                              f"{len(clicks)} click arrays; they must match")
+        if not images.is_floating_point() and images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8 or float (0..255), got {images.dtype}")
         inputs = []
         for image, prev, rows in zip(images, prev_masks, clicks):
-            # one read of one flag (on CUDA each read synchronises the host with the GPU)
-            if bool(((image == image.round()).all() & (image.amin() >= 0) & (image.amax() <= 255))):
-                image = image.to(torch.uint8)
+            # the image goes as it comes: uint8 (the contract's type) or, after a zoom-in resize, float32; no
+            # test of its values here (on CUDA a read of one synchronises the host with the GPU)
+            image = image if image.dtype == torch.uint8 else image.float()
             rows = np.asarray(rows, dtype=np.float64)
             if np.array_equal(rows, np.round(rows)):
                 rows_t = torch.as_tensor(rows.astype(np.int64))
@@ -159,7 +193,7 @@ class ModelPredictor:
 
     def __call__(self, image: np.ndarray, clicks: Sequence[Click], prev_mask: np.ndarray) -> np.ndarray:
         """Probability-predictor interface: full image, no test-time transform."""
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device).float()
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
         prev_t = torch.tensor(np.asarray(prev_mask, dtype=np.float32))[None, None].to(self.device)
         with torch.no_grad():
             return transformed_prediction(self, image_t, prev_t, clicks).cpu().numpy()

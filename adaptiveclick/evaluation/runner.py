@@ -140,9 +140,7 @@ def noc_protocol_from_config(cfg, dataset_name: Optional[str] = None) -> NoCProt
     if noc.ZOOM_IN.ENABLED:
         large = {n.lower() for n in noc.ZOOM_IN.LARGE_TARGET_DATASETS}
         size = noc.ZOOM_IN.LARGE_TARGET_SIZE if (dataset_name or "").lower() in large else noc.ZOOM_IN.TARGET_SIZE
-        zoom = ZoomInParams(target_size=tuple(size), expansion_ratio=noc.ZOOM_IN.EXPANSION_RATIO,
-                            min_crop_size=noc.ZOOM_IN.MIN_CROP_SIZE, recompute_iou=noc.ZOOM_IN.RECOMPUTE_IOU,
-                            prob_threshold=noc.ZOOM_IN.PROB_THRESHOLD)
+        zoom = ZoomInParams.from_config(noc.ZOOM_IN, target_size=size)
     return NoCProtocol(max_clicks=noc.MAX_CLICKS, stop_iou=noc.STOP_IOU, pred_threshold=noc.PRED_THRESHOLD,
                        zoom_in=zoom, flip=bool(noc.FLIP))
 

@@ -11,7 +11,7 @@ import torch
 from adaptiveclick.clicks import Click, next_click
 
 from .metrics import mask_iou
-from .predictor import transformed_prediction
+from .predictor import check_host_probabilities, transformed_prediction
 from .zoom_in import ZoomIn, ZoomInParams
 
 __all__ = ["NoCProtocol", "InstanceResult", "InteractiveSession"]
@@ -142,7 +142,8 @@ class InteractiveSession:
         self._image_t = None
         if protocol.uses_logits:
             device = torch.device(getattr(predictor, "device", None) or "cpu")
-            self._image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float()
+            # uint8 on the device: the network gets it as it is without zoom-in, and the crop resizes it as float
+            self._image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
 
     @property
     def done(self) -> bool:
@@ -165,9 +166,11 @@ class InteractiveSession:
             return probs
         prev_t = torch.from_numpy(self.probs)[None, None].to(self._image_t.device)
         net = _TimedNet(self.predictor)
-        probs = transformed_prediction(net, self._image_t, prev_t, self.clicks, self._zoom, self.protocol.flip)
+        # NaN logits are found on the host, after the one copy of the probabilities (no read in between)
+        probs = transformed_prediction(net, self._image_t, prev_t, self.clicks, self._zoom, self.protocol.flip,
+                                       check_logits=False)
         self.model_time += net.elapsed
-        return probs.cpu().numpy()
+        return check_host_probabilities(probs.cpu().numpy())
 
     def _check_probs(self, probs) -> np.ndarray:
         if not isinstance(probs, np.ndarray):

@@ -33,6 +33,13 @@ class ZoomInParams:
     recompute_iou: float = 0.5
     prob_threshold: float = 0.5
 
+    @classmethod
+    def from_config(cls, zoom_cfg, target_size=None) -> "ZoomInParams":
+        """The parameters of a config's ``TEST.NOC.ZOOM_IN`` node; ``target_size`` replaces its TARGET_SIZE."""
+        return cls(target_size=tuple(zoom_cfg.TARGET_SIZE if target_size is None else target_size),
+                   expansion_ratio=zoom_cfg.EXPANSION_RATIO, min_crop_size=zoom_cfg.MIN_CROP_SIZE,
+                   recompute_iou=zoom_cfg.RECOMPUTE_IOU, prob_threshold=zoom_cfg.PROB_THRESHOLD)
+
     def __post_init__(self):
         size = self.target_size
         if (not isinstance(size, (tuple, list)) or len(size) != 2
@@ -51,11 +58,22 @@ class ZoomInParams:
 
 def mask_bbox(mask: torch.Tensor) -> Optional[Box]:
     """Inclusive bounding box of the True pixels of a 2-D bool tensor, or None if there are none."""
-    rows = torch.nonzero(mask.any(dim=1)).flatten()
-    if rows.numel() == 0:
+    return _bbox_of_projections(*_projections(mask))
+
+
+def _projections(mask: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """Which rows and which columns of a 2-D bool tensor hold a True pixel, as host arrays: one copy of H + W
+    flags (one synchronisation on a GPU, where searching the device tensors took several)."""
+    height = mask.shape[0]
+    flags = torch.cat([mask.any(dim=1), mask.any(dim=0)]).cpu().numpy()
+    return flags[:height], flags[height:]
+
+
+def _bbox_of_projections(rows: np.ndarray, cols: np.ndarray) -> Optional[Box]:
+    r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+    if r.size == 0:
         return None
-    cols = torch.nonzero(mask.any(dim=0)).flatten()
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    return int(r[0]), int(r[-1]), int(c[0]), int(c[-1])
 
 
 def expand_box(box: Box, ratio: float, min_size: float) -> Box:
@@ -100,14 +118,15 @@ def object_roi(prev_probs: torch.Tensor, clicks: Sequence[Click], params: ZoomIn
 
     None when the thresholded previous mask is empty (the caller then uses the whole image).
     """
-    mask = prev_probs > params.prob_threshold
-    if not bool(mask.any()):
+    box = _bbox_of_projections(*_projections(prev_probs > params.prob_threshold))
+    if box is None:
         return None
-    mask = mask.clone()
+    # the box of the mask with the positive click pixels set (A.5): the mask's box grown to hold each click
+    rmin, rmax, cmin, cmax = box
     for c in clicks:
         if c.is_positive:
-            mask[c.row, c.col] = True
-    box = expand_box(mask_bbox(mask), params.expansion_ratio, params.min_crop_size)
+            rmin, rmax, cmin, cmax = min(rmin, c.row), max(rmax, c.row), min(cmin, c.col), max(cmax, c.col)
+    box = expand_box((rmin, rmax, cmin, cmax), params.expansion_ratio, params.min_crop_size)
     return clamp_box(box, tuple(prev_probs.shape))
 
 
@@ -146,12 +165,15 @@ class ZoomIn:
         return self.roi
 
     def crop(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Crop a (B, C, H, W) float tensor to the ROI and resize it bilinearly (align_corners=True) to the target."""
+        """Crop a (B, C, H, W) tensor to the ROI and resize it bilinearly (align_corners=True) to the target; a
+        uint8 image is resized as float32 (its 0..255 values), so the crop is float32 either way."""
         rmin, rmax, cmin, cmax = self._roi()
         if tensor.ndim != 4 or tuple(tensor.shape[-2:]) != self.image_shape:
             raise ValueError(f"tensor must be (B, C, {self.image_shape[0]}, {self.image_shape[1]}), "
                              f"got {tuple(tensor.shape)}")
         patch = tensor[:, :, rmin:rmax + 1, cmin:cmax + 1]
+        if not patch.is_floating_point():
+            patch = patch.float()
         return F.interpolate(patch, size=self.params.target_size, mode="bilinear", align_corners=True)
 
     def map_clicks(self, clicks: Sequence[Click]) -> np.ndarray:

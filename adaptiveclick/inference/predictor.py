@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from adaptiveclick.clicks import Click
-from adaptiveclick.evaluation.predictor import ModelPredictor, transformed_prediction
+from adaptiveclick.evaluation.predictor import ModelPredictor, check_host_probabilities, transformed_prediction
 from adaptiveclick.evaluation.zoom_in import ZoomIn, ZoomInParams
 from adaptiveclick.utils.checks import cuda_device_problem
 
@@ -48,9 +48,9 @@ class PredictionResult:
     """The state after a click (or an undo).
 
     mask: bool (H, W), the object.  probs: float32 (H, W) in [0, 1].  clicks: the clicks that produced it,
-    in order.  seconds: wall time of the prediction (0 for a restored state).  ``mask`` and ``probs`` are
-    this result's own read-only arrays (not views of the predictor's state): writing to them raises; copy
-    them (``np.array(result.mask)``) to edit.
+    in order.  seconds: wall time of the prediction, until the probabilities are in host memory (0 for a
+    restored state).  ``mask`` and ``probs`` are this result's own read-only arrays (not views of the
+    predictor's state): writing to them raises; copy them (``np.array(result.mask)``) to edit.
     """
 
     mask: np.ndarray
@@ -152,9 +152,7 @@ class InteractivePredictor:
                           "device" if device is not None else "MODEL.DEVICE")
             model = self._build(cfg, device)
             z = cfg.TEST.NOC.ZOOM_IN
-            params = ZoomInParams(target_size=tuple(z.TARGET_SIZE), expansion_ratio=z.EXPANSION_RATIO,
-                                  min_crop_size=z.MIN_CROP_SIZE, recompute_iou=z.RECOMPUTE_IOU,
-                                  prob_threshold=z.PROB_THRESHOLD)
+            params = ZoomInParams.from_config(z)
             if threshold is None:
                 threshold = cfg.TEST.NOC.PRED_THRESHOLD
             if zoom_in is None:
@@ -307,8 +305,9 @@ class InteractivePredictor:
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"image is empty: shape {image.shape}")
         image = np.array(image, dtype=np.uint8, order="C", copy=True)
-        # the network input of the whole image is made once per image (0..255 float, as the protocol feeds)
-        image_t = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device, torch.float32)
+        # the image is put on the device once per image, as uint8 (the network normalises it; a zoom-in crop
+        # is resized as float, as the protocol does)
+        image_t = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device)
         image.setflags(write=False)
         with self._lock:
             self._image_t = image_t
@@ -351,19 +350,18 @@ class InteractivePredictor:
             start = time.perf_counter()
             try:
                 with torch.inference_mode():
+                    # no host read between the network and the copy of the probabilities to the host (on a
+                    # GPU each read is a wait): NaN logits turn the map NaN and are found in the host copy
                     probs = transformed_prediction(self._net, self._image_t, prev, clicks, zoom_in=self._zoom,
-                                                   flip=self.flip)[None, None]
-                    if not torch.isfinite(probs).all():
-                        raise FloatingPointError("the model produced non-finite probabilities")
+                                                   flip=self.flip, check_logits=False)[None, None]
+                    host = check_host_probabilities(self._host_copy(probs))
             except BaseException:
                 if self._zoom is not None:  # the zoom-in region moves before the network runs: put it back
                     self._zoom.roi = roi_before
                 raise
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start  # up to the probabilities in host memory
             self._steps.append(_Step(click, probs, self._zoom.roi if self._zoom is not None else None, seconds))
-            return self._result(probs, seconds)
+            return _frozen_result(host > self.threshold, host, self.clicks, seconds)
 
     def undo(self) -> PredictionResult:
         """Remove the last click; returns the state before it (an empty mask when no click is left)."""
@@ -381,9 +379,14 @@ class InteractivePredictor:
             return _frozen_result(np.zeros((h, w), dtype=bool), np.zeros((h, w), dtype=np.float32), (), 0.0)
 
     def _result(self, probs: torch.Tensor, seconds: float) -> PredictionResult:
-        # a copy on the host in every case (on the CPU, .numpy() alone would share the stored step's memory)
-        p = probs[0, 0].detach().to("cpu", torch.float32, copy=True).numpy()
+        p = self._host_copy(probs)
         return _frozen_result(p > self.threshold, p, self.clicks, seconds)
+
+    @staticmethod
+    def _host_copy(probs: torch.Tensor) -> np.ndarray:
+        # a copy on the host in every case (on the CPU, .numpy() alone would share the stored step's memory);
+        # from a GPU, a copy to pageable memory waits for the work before it
+        return probs[0, 0].detach().to("cpu", torch.float32, copy=True).numpy()
 
 
 def _frozen_result(mask: np.ndarray, probs: np.ndarray, clicks, seconds: float) -> PredictionResult:

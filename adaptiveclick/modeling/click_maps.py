@@ -11,6 +11,7 @@ same for integer and fractional coordinates.
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["check_clicks", "click_disk_maps"]
@@ -34,22 +35,33 @@ def check_clicks(clicks, image_size, outside="error", name="clicks"):
         raise ValueError(f"outside must be 'error' or 'draw', got {outside!r}")
     if clicks.shape[0] == 0:
         return
-    values = clicks.detach().double()
-    if not torch.isfinite(values).all():
+    # checked on the host in NumPy: a click tensor is a few rows, and on a GPU one copy (one synchronisation)
+    # replaces a synchronising read per test; a CPU tensor is viewed, not copied, and runs no torch operator
+    values = clicks.detach()
+    if values.dtype == torch.bfloat16:  # NumPy has no bfloat16
+        values = values.float()
+    values = (values.numpy() if values.device.type == "cpu" else values.cpu().numpy()).astype(np.float64)
+    if not np.isfinite(values).all():
         raise ValueError(f"{name} contain NaN or infinite values")
     padding = (values[:, 0] < 0) & (values[:, 1] < 0)
     flags = values[:, 2]
     bad_flag = ~padding & (flags != 0) & (flags != 1)
     if bad_flag.any():
-        i = int(bad_flag.nonzero()[0, 0])
-        raise ValueError(f"{name}[{i}] = {clicks[i].tolist()}: is_positive must be 0 or 1")
+        i = int(np.flatnonzero(bad_flag)[0])
+        raise ValueError(f"{name}[{i}] = {_row_text(values[i], clicks.dtype)}: is_positive must be 0 or 1")
     if outside == "error":
         height, width = image_size
         out = ~padding & ((values[:, 0] < 0) | (values[:, 0] >= height) | (values[:, 1] < 0) | (values[:, 1] >= width))
         if out.any():
-            i = int(out.nonzero()[0, 0])
-            raise ValueError(f"{name}[{i}] = {clicks[i].tolist()} lies outside the {height}x{width} image; clicks "
-                             "must satisfy 0 <= row < H and 0 <= col < W (padding rows have row < 0 and col < 0)")
+            i = int(np.flatnonzero(out)[0])
+            raise ValueError(f"{name}[{i}] = {_row_text(values[i], clicks.dtype)} lies outside the {height}x{width} "
+                             "image; clicks must satisfy 0 <= row < H and 0 <= col < W (padding rows have row < 0 "
+                             "and col < 0)")
+
+
+def _row_text(row, dtype) -> str:
+    """A click row as a list, integers for an integer tensor (as ``tensor.tolist()`` prints it)."""
+    return str([int(v) for v in row] if not dtype.is_floating_point else [float(v) for v in row])
 
 
 def click_disk_maps(clicks, size, radius=5.0):

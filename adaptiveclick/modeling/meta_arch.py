@@ -15,6 +15,7 @@ weighted loss dict; in eval mode ``forward`` (or :meth:`inference` in any mode) 
 ``[{"mask_logits": (1, H, W)}]`` at each input's resolution.
 """
 
+import math
 from typing import Dict, List, Optional
 
 import torch
@@ -60,25 +61,50 @@ def merge_query_logits(class_logits, mask_logits, mode="weighted_logits"):
     raise ValueError(f"merge mode must be one of {MERGE_MODES}, got {mode!r}")
 
 
-def _check_float_map(t, shape, name, unit_range):
+def _float_map_flag(t, shape, name, unit_range):
+    """Structure checks of an input map (raise at once) and its value checks folded into one device flag
+    (True = something is wrong; None when there is no value to check), not read: see :func:`_read_flags`."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name} must be a real numeric tensor, got {t.dtype}")
-    # every value test folded into one flag, read once: on CUDA each read is a host synchronisation; the
-    # message's details are read only when something is wrong
-    bad = None
-    if t.is_floating_point():
-        bad = ~torch.isfinite(t).all()
-    if unit_range and t.numel():
-        out_of_range = (t.amin() < 0) | (t.amax() > 1)
-        bad = out_of_range if bad is None else bad | out_of_range
-    if bad is not None and bool(bad):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}]")
+    if t.numel() == 0 or not (unit_range or t.is_floating_point()):
+        return None  # nothing to check: an integer image has no invalid value
+    # one pass over the map: its minimum and maximum, which are NaN if any value is NaN (torch's reductions
+    # propagate NaN); every comparison with NaN is False, so NaN, +-inf and values outside [0, 1] all fail
+    low, high = torch.aminmax(t)
+    ok = (low >= 0) & (high <= 1) if unit_range else (low > -math.inf) & (high < math.inf)
+    return ~ok
+
+
+def _explain_float_map(t, name):
+    """The error of a map whose flag was set (reads its values: the error path only)."""
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    raise ValueError(f"{name} must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}]")
+
+
+def _read_flags(checks):
+    """Read the flags of ``checks`` ([(flag or None, explain)], in input order) with one host read per device
+    (on CUDA each read synchronises the host with the GPU: a whole batch's checks cost one); if any is set,
+    ``explain()`` of the first set one raises the detailed error."""
+    by_device = {}
+    for flag, _ in checks:
+        if flag is not None:
+            by_device.setdefault(flag.device, []).append(flag)
+    if not any(bool(flags[0] if len(flags) == 1 else torch.stack(flags).any()) for flags in by_device.values()):
+        return
+    for flag, explain in checks:
+        if flag is not None and bool(flag):
+            explain()
+
+
+def _check_float_map(t, shape, name, unit_range):
+    """Checks of one input map: finite values, and in [0, 1] with ``unit_range`` (one host read)."""
+    flag = _float_map_flag(t, shape, name, unit_range)
+    _read_flags([(flag, lambda: _explain_float_map(t, name))])
 
 
 class _ClickModel(nn.Module):
@@ -136,6 +162,16 @@ class _ClickModel(nn.Module):
     def _check_inputs(self, batched_inputs, training):
         if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
             raise TypeError("batched_inputs must be a non-empty list of dicts")
+        checks = []  # value checks: (device flag, explain), read together after the structure checks
+
+        def float_map(t, shape, name, unit_range):
+            checks.append((_float_map_flag(t, shape, name, unit_range), lambda: _explain_float_map(t, name)))
+
+        def binary(gt, name):
+            def explain():
+                raise ValueError(f"{name} must be binary (0/1)")
+            checks.append((~((gt == 0) | (gt == 1)).all(), explain))
+
         for i, item in enumerate(batched_inputs):
             if not isinstance(item, dict):
                 raise TypeError(f"batched_inputs[{i}] must be a dict, got {type(item).__name__}")
@@ -146,25 +182,25 @@ class _ClickModel(nn.Module):
             if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(f"batched_inputs[{i}]['image'] must be a (3, H, W) RGB tensor, got "
                                  f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
-            _check_float_map(image, image.shape, f"batched_inputs[{i}]['image']", unit_range=False)
+            float_map(image, image.shape, f"batched_inputs[{i}]['image']", unit_range=False)
             size = tuple(image.shape[-2:])
             # training clicks come from the sampler and must lie inside the crop; at inference the official
             # zoom-in may map clicks outside the crop ("draw" mode)
             check_clicks(item["clicks"], size, outside="error" if training else self.outside_clicks,
                          name=f"batched_inputs[{i}]['clicks']")
             if item.get("prev_mask") is not None:
-                _check_float_map(item["prev_mask"], (1,) + size, f"batched_inputs[{i}]['prev_mask']", True)
+                float_map(item["prev_mask"], (1,) + size, f"batched_inputs[{i}]['prev_mask']", True)
             if training:
                 gt = item["gt_mask"]
                 if not isinstance(gt, torch.Tensor) or tuple(gt.shape) != size:
                     raise ValueError(f"batched_inputs[{i}]['gt_mask'] must be a {size} tensor, got "
                                      f"{tuple(gt.shape) if isinstance(gt, torch.Tensor) else type(gt).__name__}")
-                if not ((gt == 0) | (gt == 1)).all():
-                    raise ValueError(f"batched_inputs[{i}]['gt_mask'] must be binary (0/1)")
+                binary(gt, f"batched_inputs[{i}]['gt_mask']")
                 if item.get("ignore_mask") is not None:
                     ign = item["ignore_mask"]
                     if not isinstance(ign, torch.Tensor) or ign.dtype != torch.bool or tuple(ign.shape) != size:
                         raise ValueError(f"batched_inputs[{i}]['ignore_mask'] must be a bool {size} tensor")
+        _read_flags(checks)
 
     def preprocess(self, batched_inputs, training=False):
         """Checked, normalised, padded network inputs.
