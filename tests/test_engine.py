@@ -781,3 +781,82 @@ def test_trainer_loads_weights_strictly_unless_asked_and_always_resumes_strictly
     AtomicCheckpointer(nn.Linear(2, 2), save_dir=str(tmp_path / "run")).save("model_0000004")
     with pytest.raises(CheckpointError, match=r"model_0000004\.pth.*not in the checkpoint: w"):
         _stub_trainer(ToyModel, batch)(cfg).resume_or_load(resume=True, strict=False)
+
+
+def test_host_arrays_and_loss_scalars():
+    """The values come back unchanged, CPU tensors as views; a loss that is not a scalar is named."""
+    from adaptiveclick.engine.trainer import host_arrays, loss_scalars
+
+    tensors = [torch.arange(6.0).view(1, 2, 3), torch.tensor(2.5), torch.ones(1, 4, 4, dtype=torch.float64)]
+    arrays = host_arrays(tensors)
+    for t, a in zip(tensors, arrays):
+        np.testing.assert_array_equal(a, t.numpy())
+        assert a.shape == tuple(t.shape) and np.shares_memory(a, t.numpy())
+    losses = {"loss_a": torch.tensor(0.25), "loss_b": torch.tensor([1.5]), "loss_c": torch.tensor(float("nan"))}
+    values = loss_scalars(losses)
+    assert list(values) == ["loss_a", "loss_b", "loss_c"] and values["loss_a"] == 0.25 and values["loss_b"] == 1.5
+    assert np.isnan(values["loss_c"])
+    with pytest.raises(TypeError, match="loss 'loss_x' must be a one-element tensor"):
+        loss_scalars({"loss_x": torch.zeros(2)})
+
+
+class ManyLosses(nn.Module):
+    """No value read inside: eval logits are constants, training returns 30 loss terms (as many as the
+    decoder's auxiliary losses give)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0, -2.0]))
+
+    def forward(self, batched_inputs):
+        if self.training:
+            return {f"loss_{i}": (self.w * 0.01 * (i + 1)).pow(2).sum() for i in range(30)}
+        return [{"mask_logits": torch.full((1,) + tuple(x["image"].shape[-2:]), 3.0) + self.w.sum() * 0}
+                for x in batched_inputs]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_training_step_reads_few_values_whatever_the_batch_and_losses(batch_size):
+    """A step with a click round reads: one finiteness flag of the round's logits, and one of the gradients;
+    the losses come to the host in one copy (checked and logged from there), the round's probabilities in one.
+    On a GPU each read or copy is a wait of the host; the code before read one flag per sample and two values per
+    loss term (here 1 + 30 + 30 + 1 with one sample)."""
+    from adaptiveclick.utils.op_count import count_operators
+
+    batch = [make_sample(rect(16, 16, 2, 9, 2, 9), [(5, 5, 1)]) for _ in range(batch_size)]
+    model = ManyLosses()
+    trainer = _trainer(model, batch, max_click_rounds=1, seed=0, train_iou_period=0)
+    seen = set()
+    with EventStorage(0) as storage:
+        for it in range(8):
+            trainer.iter = storage.iter = it
+            w = model.w.detach().clone()
+            counts, _ = count_operators(trainer.run_step)
+            rounds = int(storage.latest()["click_rounds"][0])
+            seen.add(rounds)
+            assert counts["host_reads"] == 1 + rounds, (it, rounds, counts)
+            # the logged losses are the step's (before the update), read from the one host copy
+            assert storage.latest()["loss_29"][0] == pytest.approx(float((w * 0.3).pow(2).sum()), rel=1e-6)
+    assert seen == {0, 1}
+
+
+@pytest.mark.cuda
+def test_host_arrays_copy_a_gpu_batch_at_once():
+    """B maps on the GPU come back in one synchronising copy, not B (torch.cuda.set_sync_debug_mode)."""
+    import warnings
+
+    from adaptiveclick.engine.trainer import host_arrays
+
+    tensors = [torch.rand(1, 8, 8, device="cuda") for _ in range(4)]
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            arrays = host_arrays(tensors)
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    assert len(syncs) == 1, syncs
+    for t, a in zip(tensors, arrays):
+        np.testing.assert_array_equal(a, t.cpu().numpy())

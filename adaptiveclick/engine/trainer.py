@@ -25,6 +25,7 @@ and weights.
 """
 
 import logging
+import math
 import os
 import time
 import weakref
@@ -62,6 +63,39 @@ def pin_train_batches(cfg) -> bool:
     (pinning needs a CUDA context; the PyTorch loader warns and ignores it without an accelerator)."""
     return bool(cfg.DATALOADER.PIN_MEMORY) and torch.device(cfg.MODEL.DEVICE).type == "cuda" \
         and torch.cuda.is_available()
+
+
+def loss_scalars(loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """The scalar losses as Python floats, copied to the host together (one wait on a GPU, where a ``float()``
+    per term waited once per term: ~30 terms with the decoder's auxiliary losses)."""
+    names = list(loss_dict)
+    for k in names:
+        v = loss_dict[k]
+        if not isinstance(v, torch.Tensor) or v.numel() != 1:
+            raise TypeError(f"loss {k!r} must be a one-element tensor, got "
+                            f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+    arrays = host_arrays([loss_dict[k].detach().float().reshape(()) for k in names])
+    return {k: float(a) for k, a in zip(names, arrays)}
+
+
+def host_arrays(tensors: Sequence[torch.Tensor]) -> List[np.ndarray]:
+    """``tensors`` as NumPy arrays in host memory, each device's tensors in one copy (a GPU batch of B maps:
+    one wait of the host instead of B).  CPU tensors are viewed, not copied: do not write to the arrays."""
+    out: List[Optional[np.ndarray]] = [None] * len(tensors)
+    by_device: Dict[torch.device, List[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.device.type == "cpu":
+            out[i] = t.detach().numpy()
+        else:
+            by_device.setdefault((t.device, t.dtype), []).append(i)
+    for index in by_device.values():
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in index]).cpu().numpy()
+        start = 0
+        for i in index:
+            n = tensors[i].numel()
+            out[i] = flat[start:start + n].reshape(tuple(tensors[i].shape))
+            start += n
+    return out
 
 
 def all_finite(tensors) -> bool:
@@ -109,14 +143,17 @@ def add_training_clicks(batched_inputs: Sequence[dict], probs: Sequence[torch.Te
     """
     if len(probs) != len(batched_inputs):
         raise ValueError(f"got {len(probs)} probability maps for {len(batched_inputs)} samples")
-    out = []
     for j, (sample, prob) in enumerate(zip(batched_inputs, probs)):
         gt = sample["gt_mask"]
         if not isinstance(prob, torch.Tensor) or tuple(prob.shape) != (1,) + tuple(gt.shape):
             raise ValueError(f"probs[{j}] must be a (1, H, W) = {(1,) + tuple(gt.shape)} tensor, got "
                              f"{tuple(prob.shape) if isinstance(prob, torch.Tensor) else type(prob).__name__}")
-        prob = prob.detach().float()
-        click = next_training_click(gt.detach().cpu().numpy().astype(bool), prob[0].cpu().numpy(), rng,
+    probs = [p.detach().float() for p in probs]
+    host = host_arrays(probs)
+    out = []
+    for sample, prob, prob_host in zip(batched_inputs, probs, host):
+        gt = sample["gt_mask"]
+        click = next_training_click(gt.detach().cpu().numpy().astype(bool), prob_host[0], rng,
                                     ignore=_numpy_ignore(sample))
         clicks = sample["clicks"].detach().cpu().numpy().astype(np.int64, copy=True)
         if click is not None:
@@ -132,14 +169,13 @@ def training_iou(batched_inputs: Sequence[dict], probs: Sequence[torch.Tensor],
                  threshold: float = PREV_THRESHOLD) -> Optional[float]:
     """Mean IoU of (probs > threshold) against ``gt_mask`` over the non-ignored pixels; samples whose
     prediction and target are both empty are skipped (None if every sample is)."""
-    ious = []
+    counts = []  # (intersection, union) per sample, brought to the host together
     for sample, prob in zip(batched_inputs, probs):
         pred = prob.detach()[0] > threshold
         gt = sample["gt_mask"].to(pred.device) > 0
         valid = torch.ones_like(gt) if sample.get("ignore_mask") is None else ~sample["ignore_mask"].to(pred.device)
-        union = int(((pred | gt) & valid).sum())
-        if union:
-            ious.append(int((pred & gt & valid).sum()) / union)
+        counts.append(torch.stack([(pred & gt & valid).sum(), ((pred | gt) & valid).sum()]))
+    ious = [int(inter) / int(union) for inter, union in host_arrays(counts) if union]
     return float(np.mean(ious)) if ious else None
 
 
@@ -156,7 +192,8 @@ def random_init_warning(cfg, resumed: bool) -> Optional[str]:
 
 
 def _num_clicks(sample: dict) -> int:
-    clicks = sample["clicks"]
+    # the click rows are host data (the loader's, or add_training_clicks'): counted in NumPy, no torch operator
+    clicks = sample["clicks"].detach().cpu().numpy()
     return int(((clicks[:, 0] >= 0) & (clicks[:, 1] >= 0)).sum())
 
 
@@ -239,7 +276,8 @@ class IterativeClickTrainer(SimpleTrainer):
         finally:
             self.model.train()
         logits = [o["mask_logits"].float() for o in outputs]
-        if not all(bool(torch.isfinite(t).all()) for t in logits):
+        # one flag for the batch (on a GPU every read of a value is a wait of the host)
+        if not all_finite(logits):
             raise FloatingPointError("the model predicted non-finite mask logits")
         return [t.sigmoid() for t in logits]
 
@@ -287,8 +325,8 @@ class IterativeClickTrainer(SimpleTrainer):
             if not isinstance(loss_dict, dict) or not loss_dict:
                 raise TypeError(f"the training forward must return a non-empty dict of losses, got "
                                 f"{type(loss_dict).__name__}")
-            bad = {k: float(v.detach().float()) for k, v in sorted(loss_dict.items())
-                   if not bool(torch.isfinite(v.detach()).all())}
+            loss_values = loss_scalars(loss_dict)
+            bad = {k: v for k, v in sorted(loss_values.items()) if not math.isfinite(v)}
             if bad:
                 failure = (f"non-finite loss at iteration {self.iter}: "
                            + ", ".join(f"{k} = {v}" for k, v in bad.items()))
@@ -311,16 +349,16 @@ class IterativeClickTrainer(SimpleTrainer):
             iou = training_iou(data, self.predict_probs(data))
             if iou is not None:
                 extra["train_iou"] = iou
-        self._write_step_metrics(loss_dict, data_time, extra)
+        self._write_step_metrics(loss_values, data_time, extra)
 
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 
-    def _write_step_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float,
+    def _write_step_metrics(self, loss_values: Dict[str, float], data_time: float,
                             extra: Dict[str, float]) -> None:
-        """Gather the losses and extra scalars of all processes; the main process averages and stores them."""
-        record = {"losses": {k: float(v.detach().float()) for k, v in loss_dict.items()},
-                  "data_time": data_time, "extra": extra}
+        """Gather the losses (host floats, :func:`loss_scalars`) and extra scalars of all processes; the main
+        process averages and stores them."""
+        record = {"losses": dict(loss_values), "data_time": data_time, "extra": extra}
         records = comm.gather(record)
         if not comm.is_main_process():
             return
