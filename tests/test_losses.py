@@ -294,6 +294,25 @@ def test_bad_input(name):
         fn(x, torch.full((2, 4), float("nan")), 2)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_target_checks_read_one_flag(name):
+    """The checks of the targets (no NaN, in [0, 1]) read one value on the host: the criterion calls the losses
+    on ~20 maps per training step, and on a GPU every read waits for it (the code before read two or three).
+    A single bad value among good ones is still caught, with its message."""
+    from adaptiveclick.utils.op_count import count_operators
+
+    fn = getattr(L, name)
+    x, y = torch.zeros(2, 4), torch.rand(2, 4)
+    counts, _ = count_operators(lambda: fn(x, y, 2))
+    assert counts["host_reads"] == 1, counts
+    for value, match in ((float("nan"), "NaN"), (float("inf"), r"\[0, 1\], got values in \[.*, inf\]"),
+                         (-1e-6, r"\[0, 1\]")):
+        bad = y.clone()
+        bad[1, 2] = value
+        with pytest.raises(ValueError, match=match):
+            fn(x, bad, 2)
+
+
 # --- registry and config -------------------------------------------------------------------------------
 
 def _cfg():

@@ -142,6 +142,33 @@ def test_official_targets_degenerate_cases():
     assert t["labels"].tolist() == [0]
 
 
+def test_targets_of_a_batch_match_the_per_image_rule():
+    """build_targets finds every image's distinct values with one operator for the batch (one wait on a GPU);
+    the reference applies the rule image by image (torch.unique of each resized map)."""
+    from adaptiveclick.modeling.targets import resize_gt_masks
+    from adaptiveclick.utils.op_count import count_operators
+
+    gen = torch.Generator().manual_seed(3)
+    gts = (torch.rand(6, 16, 16, generator=gen) > 0.6).float()
+    gts[1] = 0  # no object
+    gts[2] = 1  # all object
+    gts[3, 5:11, 2:9] = 1
+    for mode in ("official", "clean"):
+        counts, got = count_operators(lambda: build_targets(gts, (4, 4), mode))
+        assert counts["host_reads"] == (1 if mode == "official" else 0), counts  # the one unique
+        for value_map, t in zip(resize_gt_masks(gts, (4, 4)), got):
+            if mode == "official":
+                labels = torch.unique(value_map).trunc().long()[1:]
+                masks = (value_map.trunc().long()[None] == labels[:, None, None]).float()
+            else:
+                mask = (value_map >= 0.5).float()
+                labels = torch.ones(int(mask.any()), dtype=torch.long)
+                masks = mask[None].expand(len(labels), -1, -1)
+            assert torch.equal(t["labels"], labels) and torch.equal(t["masks"], masks), mode
+    assert [len(t["labels"]) for t in build_targets(gts, (4, 4), "official")][1:3] == [0, 0]
+    assert build_targets(gts[:0], (4, 4), "official") == [] and build_targets(gts[:0], (4, 4), "clean") == []
+
+
 def test_clean_targets_hand_example():
     gt = _gt_with_cell_values()
     (t,) = build_targets(gt[None], (2, 2), "clean")

@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from adaptiveclick.clicks import PREV_THRESHOLD, next_training_click, write_iterative_click
 from adaptiveclick.data.build import build_click_train_loader, find_sample_stream
+from adaptiveclick.utils.host import host_arrays
 
 from .checkpoint import AtomicCheckpointer
 from .solver import CLIP_TYPES, build_optimizer, clip_gradients
@@ -76,26 +77,6 @@ def loss_scalars(loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
                             f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
     arrays = host_arrays([loss_dict[k].detach().float().reshape(()) for k in names])
     return {k: float(a) for k, a in zip(names, arrays)}
-
-
-def host_arrays(tensors: Sequence[torch.Tensor]) -> List[np.ndarray]:
-    """``tensors`` as NumPy arrays in host memory, each device's tensors in one copy (a GPU batch of B maps:
-    one wait of the host instead of B).  CPU tensors are viewed, not copied: do not write to the arrays."""
-    out: List[Optional[np.ndarray]] = [None] * len(tensors)
-    by_device: Dict[torch.device, List[int]] = {}
-    for i, t in enumerate(tensors):
-        if t.device.type == "cpu":
-            out[i] = t.detach().numpy()
-        else:
-            by_device.setdefault((t.device, t.dtype), []).append(i)
-    for index in by_device.values():
-        flat = torch.cat([tensors[i].detach().reshape(-1) for i in index]).cpu().numpy()
-        start = 0
-        for i in index:
-            n = tensors[i].numel()
-            out[i] = flat[start:start + n].reshape(tuple(tensors[i].shape))
-            start += n
-    return out
 
 
 def all_finite(tensors) -> bool:

@@ -15,12 +15,15 @@ Dice cost = 1 - (2 sum p y + 1) / (sum p + sum y + 1).  Everything runs in fp32 
 an image (Mask2Former) instead of the full grid.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from detectron2.projects.point_rend.point_features import point_sample
+
+from adaptiveclick.utils.host import host_arrays
 
 __all__ = ["HungarianMatcher", "pairwise_dice_cost", "pairwise_bce_cost", "pairwise_focal_cost",
            "pairwise_afl_cost", "COST_MASK_TYPES"]
@@ -131,20 +134,27 @@ class HungarianMatcher(nn.Module):
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]
         if len(targets) != logits.shape[0]:
             raise ValueError(f"got {len(targets)} target sets for a batch of {logits.shape[0]}")
-        indices = []
         device_type = masks.device.type
+        costs = {}  # image -> (Q, M) cost on the device
         with torch.autocast(device_type=device_type, enabled=False):
             for b, tgt in enumerate(targets):
                 if tgt["labels"].numel() == 0:
-                    empty = torch.empty(0, dtype=torch.long)
-                    indices.append((empty, empty))
                     continue
                 if tuple(tgt["masks"].shape[-2:]) != tuple(masks.shape[-2:]):
                     raise ValueError(f"target masks {tuple(tgt['masks'].shape)} and predicted masks "
                                      f"{tuple(masks.shape)} must share the grid")
-                cost = self.cost_matrix(logits[b], masks[b], tgt["labels"], tgt["masks"]).cpu()
-                if not torch.isfinite(cost).all():
-                    raise FloatingPointError(f"matching cost of image {b} contains NaN/inf (non-finite logits?)")
-                rows, cols = linear_sum_assignment(cost.numpy())
-                indices.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+                costs[b] = self.cost_matrix(logits[b], masks[b], tgt["labels"], tgt["masks"])
+        # the batch's cost matrices come to the host in one copy (on a GPU, one wait instead of one per image)
+        on_host = dict(zip(costs, host_arrays([c.detach() for c in costs.values()])))
+        indices = []
+        for b in range(len(targets)):
+            if b not in on_host:
+                empty = torch.empty(0, dtype=torch.long)
+                indices.append((empty, empty))
+                continue
+            cost = on_host[b]
+            if not np.isfinite(cost).all():
+                raise FloatingPointError(f"matching cost of image {b} contains NaN/inf (non-finite logits?)")
+            rows, cols = linear_sum_assignment(cost)
+            indices.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
         return indices

@@ -10,8 +10,11 @@ cells whose value is exactly 1.0); an all-0 or all-1 crop gives no target.
 map thresholded at 0.5; an image whose thresholded mask is empty gets no target.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from adaptiveclick.utils.host import host_arrays
 
 __all__ = ["TARGET_MODES", "build_targets", "resize_gt_masks"]
 
@@ -34,16 +37,26 @@ def build_targets(gt_masks, size, mode="official"):
     if mode not in TARGET_MODES:
         raise ValueError(f"target mode must be one of {TARGET_MODES}, got {mode!r}")
     resized = resize_gt_masks(gt_masks, size)
+    batch, device = resized.shape[0], resized.device
+    if mode == "clean":
+        masks = (resized >= 0.5).float()
+        # which images keep a target: one copy of B flags (on a GPU one wait, not one per image)
+        keep = host_arrays([masks.flatten(1).any(1)])[0] if batch else []
+        return [{"labels": torch.ones(int(k), dtype=torch.long, device=device),
+                 "masks": mask[None].expand(int(k), -1, -1).contiguous()} for mask, k in zip(masks, keep)]
+    if batch == 0:
+        return []
+    # the sorted distinct values of every image at once: the distinct (image, value) rows, sorted
+    # lexicographically, so each image's values come out ascending; one value-dependent operator for the batch
+    # (on a GPU one wait, where one unique per image waited B times)
+    flat = resized.reshape(batch, -1)
+    image = torch.arange(batch, device=device, dtype=flat.dtype)[:, None].expand_as(flat)
+    pairs = torch.unique(torch.stack([image, flat], -1).reshape(-1, 2), dim=0).cpu().numpy()
+    labels = [np.trunc(pairs[pairs[:, 0] == b, 1]).astype(np.int64)[1:] for b in range(batch)]  # first dropped
+    # every image's labels in one host-to-device copy, split into views
+    all_labels = torch.from_numpy(np.concatenate(labels)).to(device, non_blocking=True)
+    classes = resized.trunc().long()
     targets = []
-    for value_map in resized:
-        if mode == "clean":
-            mask = (value_map >= 0.5).float()
-            keep = int(mask.any())
-            targets.append({"labels": torch.ones(keep, dtype=torch.long, device=mask.device),
-                            "masks": mask[None].expand(keep, -1, -1).contiguous()})
-            continue
-        labels = torch.unique(value_map).trunc().long()[1:]  # sorted distinct values, truncated, first dropped
-        classes = value_map.trunc().long()
-        masks = (classes[None] == labels[:, None, None]).float()
-        targets.append({"labels": labels, "masks": masks})
+    for value_map, lab in zip(classes, torch.split(all_labels, [len(v) for v in labels])):
+        targets.append({"labels": lab, "masks": (value_map[None] == lab[:, None, None]).float()})
     return targets
