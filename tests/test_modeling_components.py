@@ -84,6 +84,48 @@ def test_numpy_encoder_matches_the_model_encoder_on_the_circle():
         np.testing.assert_array_equal(encode_clicks(clicks[b].double().numpy(), size, radius=5), got[b])
 
 
+def test_preprocess_batches_equal_sizes_without_imagelist(tiny_model, monkeypatch):
+    """Inputs of one size that is a multiple of the backbone's divisibility are stacked and normalised as one
+    batch (no padding, no ImageList, whose size reads and ~10 operators a call cost an eager GPU click); the
+    result equals the padded path's, computed here with detectron2's ImageList as the reference.  Other sizes
+    still go through ImageList and are padded."""
+    from detectron2.structures import ImageList
+
+    from adaptiveclick.modeling import meta_arch
+    from adaptiveclick.utils.op_count import count_operators
+
+    calls = []
+
+    class CountingImageList(ImageList):
+        @staticmethod
+        def from_tensors(*args, **kwargs):
+            calls.append(1)
+            return ImageList.from_tensors(*args, **kwargs)
+
+    monkeypatch.setattr(meta_arch, "ImageList", CountingImageList)
+    div = tiny_model.backbone.size_divisibility
+    gen = torch.Generator().manual_seed(0)
+
+    def item(h, w, clicks):
+        return {"image": torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8),
+                "clicks": torch.tensor(clicks), "prev_mask": torch.rand(1, h, w, generator=gen)}
+
+    for sizes in (((2 * div, 3 * div),) * 2, ((2 * div, 3 * div),), ((2 * div - 3, 3 * div), (2 * div, 3 * div - 1))):
+        batch = [item(h, w, [[1, 2, 1], [3, 4, 0]][:1 + b]) for b, (h, w) in enumerate(sizes)]
+        calls.clear()
+        counts, data = count_operators(lambda: tiny_model.preprocess(batch))
+        mean, std = tiny_model.pixel_mean, tiny_model.pixel_std
+        ref = ImageList.from_tensors([(x["image"].float() - mean) / std for x in batch], size_divisibility=div)
+        assert torch.equal(data["images"], ref.tensor) and data["image_sizes"] == [tuple(s) for s in sizes]
+        prev = ImageList.from_tensors([x["prev_mask"] for x in batch], size_divisibility=div).tensor
+        assert torch.equal(data["coord_features"][:, :1], prev)
+        assert data["coord_features"][0, 1, 1, 2] == 1 and (len(batch) == 1 or data["coord_features"][1, 2, 3, 4] == 1)
+        stacked = len(set(sizes)) == 1 and all(h % div == 0 and w % div == 0 for h, w in sizes)
+        assert len(calls) == (0 if stacked else 2), sizes  # images and previous masks
+        if stacked:
+            assert counts["host_reads"] == 1, counts  # the input checks' flag; no ImageList size reads
+
+
 def test_check_clicks_errors():
     check_clicks(torch.tensor([[0, 0, 1], [9, 9, 0], [-1, -1, -1]]), (10, 10))
     # checked in NumPy on the host: a CPU click tensor runs no torch operator (on a GPU, one copy in all)

@@ -18,6 +18,7 @@ weighted loss dict; in eval mode ``forward`` (or :meth:`inference` in any mode) 
 import math
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,6 +106,35 @@ def _check_float_map(t, shape, name, unit_range):
     """Checks of one input map: finite values, and in [0, 1] with ``unit_range`` (one host read)."""
     flag = _float_map_flag(t, shape, name, unit_range)
     _read_flags([(flag, lambda: _explain_float_map(t, name))])
+
+
+def _stackable(tensors, size_divisibility):
+    """Whether ``tensors`` can be batched without padding: one shape, one device, sides multiples of
+    ``size_divisibility`` (what ``ImageList.from_tensors`` would return unpadded)."""
+    shape, device = tuple(tensors[0].shape), tensors[0].device
+    if any(tuple(t.shape) != shape or t.device != device for t in tensors):
+        return False
+    return size_divisibility <= 1 or (shape[-2] % size_divisibility == 0 and shape[-1] % size_divisibility == 0)
+
+
+def _stack(tensors):
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _click_rows(batched_inputs, device):
+    """(B, N, 3) float32 click rows on ``device``, shorter lists padded with -1 rows.  Host tensors (the usual
+    case) are assembled in NumPy and copied once; others are copied row block by row block."""
+    num = max(x["clicks"].shape[0] for x in batched_inputs)
+    if all(x["clicks"].device.type == "cpu" for x in batched_inputs):
+        rows = np.full((len(batched_inputs), num, 3), -1.0, dtype=np.float32)
+        for b, x in enumerate(batched_inputs):
+            c = x["clicks"].detach()
+            rows[b, :c.shape[0]] = (c.float() if c.dtype == torch.bfloat16 else c).numpy()
+        return torch.from_numpy(rows).to(device, non_blocking=True)
+    clicks = torch.full((len(batched_inputs), num, 3), -1.0, device=device)
+    for b, x in enumerate(batched_inputs):
+        clicks[b, :x["clicks"].shape[0]] = x["clicks"].to(device=device, dtype=torch.float32, non_blocking=True)
+    return clicks
 
 
 class _ClickModel(nn.Module):
@@ -214,23 +244,26 @@ class _ClickModel(nn.Module):
         div = self.backbone.size_divisibility
         # non_blocking: from pinned loader batches (DATALOADER.PIN_MEMORY) the host-to-device copies overlap
         # with the GPU's work; from pageable memory they are ordinary synchronous copies
-        images = [(x["image"].to(device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
-        image_list = ImageList.from_tensors(images, size_divisibility=div, pad_value=0.0)
-        padded = tuple(image_list.tensor.shape[-2:])
+        moved = [x["image"].to(device, non_blocking=True) for x in batched_inputs]
+        image_sizes = [(int(m.shape[-2]), int(m.shape[-1])) for m in moved]
+        if _stackable(moved, div):
+            # the common case (a predictor's click, a training batch of equal crops): no padding to do, so the
+            # batch is normalised as one tensor; detectron2's ImageList costs ~10 small operators per call
+            images = (_stack(moved).float() - self.pixel_mean) / self.pixel_std
+        else:
+            images = ImageList.from_tensors([(m.float() - self.pixel_mean) / self.pixel_std for m in moved],
+                                            size_divisibility=div, pad_value=0.0).tensor
+        padded = tuple(images.shape[-2:])
 
         def pad(maps):
+            if _stackable(maps, div):
+                return _stack(maps)
             return ImageList.from_tensors(maps, size_divisibility=div, pad_value=0).tensor
 
         prev = pad([x["prev_mask"].to(device, non_blocking=True).float() if x.get("prev_mask") is not None
                     else torch.zeros((1,) + tuple(x["image"].shape[-2:]), device=device) for x in batched_inputs])
-        num = max(x["clicks"].shape[0] for x in batched_inputs)
-        clicks = torch.full((len(batched_inputs), num, 3), -1.0, device=device)
-        for b, x in enumerate(batched_inputs):
-            clicks[b, :x["clicks"].shape[0]] = x["clicks"].to(device=device, dtype=torch.float32, non_blocking=True)
-        disks = click_disk_maps(clicks, padded, self.click_radius)
-        data = {"images": image_list.tensor, "coord_features": torch.cat([prev, disks], dim=1),
-                "image_sizes": image_list.image_sizes}
+        disks = click_disk_maps(_click_rows(batched_inputs, device), padded, self.click_radius)
+        data = {"images": images, "coord_features": torch.cat([prev, disks], dim=1), "image_sizes": image_sizes}
         if training:
             data["gt_masks"] = pad([x["gt_mask"].to(device, non_blocking=True).float() for x in batched_inputs])
             data["ignore_masks"] = pad([x["ignore_mask"].to(device=device, dtype=torch.uint8, non_blocking=True)
