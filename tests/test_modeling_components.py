@@ -482,6 +482,18 @@ def test_sdpa_attention_equals_nn_multihead_attention_with_per_head_mask():
     ref_mask = blocked[:, None].expand(b, h, q, k).reshape(b * h, q, k)  # Mask2Former layout, True = blocked
     expected = ref(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), attn_mask=ref_mask)[0]
     torch.testing.assert_close(out, expected.transpose(0, 1), rtol=1e-5, atol=1e-5)
+    # self-attention passes one tensor as query and key: its two projections are one matrix product
+    from adaptiveclick.utils.op_count import count_operators
+
+    x, v = torch.randn(b, q, e), torch.randn(b, q, e)
+    counts, out = count_operators(lambda: ours(x, x, v), top=50)
+    ops = dict(counts["top_compute"])
+    assert ops.get("addmm", 0) + ops.get("mm", 0) == 3, counts["top_compute"]  # [q | k], v, out_proj (was 4)
+    expected = ref(x.transpose(0, 1), x.transpose(0, 1), v.transpose(0, 1))[0]
+    torch.testing.assert_close(out, expected.transpose(0, 1), rtol=1e-5, atol=1e-5)
+    ours(x, x, v).square().sum().backward()
+    ref(x.transpose(0, 1), x.transpose(0, 1), v.transpose(0, 1))[0].square().sum().backward()
+    torch.testing.assert_close(ours.in_proj_weight.grad, ref.in_proj_weight.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_merge_query_logits():
