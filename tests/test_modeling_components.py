@@ -677,7 +677,10 @@ def test_input_checks_read_one_flag_per_map():
     """The value checks of an input map (finite; in [0, 1] for a previous mask) read one flag on the host: on
     CUDA every read synchronises, and a click checks its previous mask (twice with flip) before the network
     runs.  The details of an error are read only on the error path."""
-    from adaptiveclick.modeling.meta_arch import _check_float_map
+    from adaptiveclick.modeling.meta_arch import _float_map_check, _read_flags
+
+    def _check_float_map(t, shape, name, unit_range):
+        _read_flags([_float_map_check(t, shape, name, unit_range)])
 
     prev = torch.rand(1, 16, 16)
     for t, unit in ((prev, True), (torch.rand(3, 16, 16) * 255, False)):

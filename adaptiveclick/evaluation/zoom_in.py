@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptiveclick.clicks import Click
+from adaptiveclick.utils.host import host_arrays
 
 __all__ = ["ZoomInParams", "ZoomIn", "mask_bbox", "expand_box", "clamp_box", "box_iou", "object_roi",
            "clicks_inside"]
@@ -64,9 +65,8 @@ def mask_bbox(mask: torch.Tensor) -> Optional[Box]:
 def _projections(mask: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """Which rows and which columns of a 2-D bool tensor hold a True pixel, as host arrays: one copy of H + W
     flags (one synchronisation on a GPU, where searching the device tensors took several)."""
-    height = mask.shape[0]
-    flags = torch.cat([mask.any(dim=1), mask.any(dim=0)]).cpu().numpy()
-    return flags[:height], flags[height:]
+    rows, cols = host_arrays([mask.any(dim=1), mask.any(dim=0)])
+    return rows, cols
 
 
 def _bbox_of_projections(rows: np.ndarray, cols: np.ndarray) -> Optional[Box]:

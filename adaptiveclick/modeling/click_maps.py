@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from adaptiveclick.utils.host import host_arrays
+
 __all__ = ["check_clicks", "click_disk_maps"]
 
 
@@ -37,10 +39,7 @@ def check_clicks(clicks, image_size, outside="error", name="clicks"):
         return
     # checked on the host in NumPy: a click tensor is a few rows, and on a GPU one copy (one synchronisation)
     # replaces a synchronising read per test; a CPU tensor is viewed, not copied, and runs no torch operator
-    values = clicks.detach()
-    if values.dtype == torch.bfloat16:  # NumPy has no bfloat16
-        values = values.float()
-    values = (values.numpy() if values.device.type == "cpu" else values.cpu().numpy()).astype(np.float64)
+    values = host_arrays([clicks])[0].astype(np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contain NaN or infinite values")
     padding = (values[:, 0] < 0) & (values[:, 1] < 0)

@@ -145,7 +145,7 @@ class HungarianMatcher(nn.Module):
                                      f"{tuple(masks.shape)} must share the grid")
                 costs[b] = self.cost_matrix(logits[b], masks[b], tgt["labels"], tgt["masks"])
         # the batch's cost matrices come to the host in one copy (on a GPU, one wait instead of one per image)
-        on_host = dict(zip(costs, host_arrays([c.detach() for c in costs.values()])))
+        on_host = dict(zip(costs, host_arrays(list(costs.values()))))
         indices = []
         for b in range(len(targets)):
             if b not in on_host:

@@ -29,6 +29,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 
 from adaptiveclick.utils.checks import check_positive_reals
+from adaptiveclick.utils.host import host_arrays
 
 from .click_maps import check_clicks, click_disk_maps
 from .criterion import SetCriterion
@@ -102,10 +103,10 @@ def _read_flags(checks):
             explain()
 
 
-def _check_float_map(t, shape, name, unit_range):
-    """Checks of one input map: finite values, and in [0, 1] with ``unit_range`` (one host read)."""
-    flag = _float_map_flag(t, shape, name, unit_range)
-    _read_flags([(flag, lambda: _explain_float_map(t, name))])
+def _float_map_check(t, shape, name, unit_range):
+    """The ``(flag, explain)`` pair of one input map for :func:`_read_flags`: finite values, and in [0, 1] with
+    ``unit_range``."""
+    return _float_map_flag(t, shape, name, unit_range), lambda: _explain_float_map(t, name)
 
 
 def _stackable(tensors, size_divisibility):
@@ -127,9 +128,8 @@ def _click_rows(batched_inputs, device):
     num = max(x["clicks"].shape[0] for x in batched_inputs)
     if all(x["clicks"].device.type == "cpu" for x in batched_inputs):
         rows = np.full((len(batched_inputs), num, 3), -1.0, dtype=np.float32)
-        for b, x in enumerate(batched_inputs):
-            c = x["clicks"].detach()
-            rows[b, :c.shape[0]] = (c.float() if c.dtype == torch.bfloat16 else c).numpy()
+        for b, c in enumerate(host_arrays([x["clicks"] for x in batched_inputs])):
+            rows[b, :c.shape[0]] = c
         return torch.from_numpy(rows).to(device, non_blocking=True)
     clicks = torch.full((len(batched_inputs), num, 3), -1.0, device=device)
     for b, x in enumerate(batched_inputs):
@@ -195,7 +195,7 @@ class _ClickModel(nn.Module):
         checks = []  # value checks: (device flag, explain), read together after the structure checks
 
         def float_map(t, shape, name, unit_range):
-            checks.append((_float_map_flag(t, shape, name, unit_range), lambda: _explain_float_map(t, name)))
+            checks.append(_float_map_check(t, shape, name, unit_range))
 
         def binary(gt, name):
             def explain():

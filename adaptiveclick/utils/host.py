@@ -15,7 +15,8 @@ __all__ = ["host_arrays"]
 def host_arrays(tensors: Sequence[torch.Tensor]) -> List[np.ndarray]:
     """``tensors`` as NumPy arrays in host memory, each device's tensors in one copy (a GPU batch of B maps:
     one wait of the host instead of B).  CPU tensors are viewed, not copied: do not write to the arrays.
-    The dtypes must be NumPy's (not bfloat16)."""
+    bfloat16, which NumPy lacks, comes back as float32."""
+    tensors = [t.float() if t.dtype == torch.bfloat16 else t for t in tensors]
     out: List[Optional[np.ndarray]] = [None] * len(tensors)
     by_device: Dict[tuple, List[int]] = {}  # (device, dtype) -> indices
     for i, t in enumerate(tensors):
