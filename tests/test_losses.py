@@ -313,6 +313,30 @@ def test_target_checks_read_one_flag(name):
             fn(x, bad, 2)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_targets_checked_skips_only_the_value_read(name):
+    """Inside ``targets_checked()`` (the criterion checks a batch's targets once) a loss reads no value, gives
+    the same loss, still checks types and shapes, and after the block (an error inside included) checks values
+    again."""
+    from adaptiveclick.utils.op_count import count_operators
+
+    fn = getattr(L, name)
+    x, y = torch.randn(2, 4), torch.rand(2, 4)
+    with L.targets_checked():
+        counts, inside = count_operators(lambda: fn(x, y, 2))
+        assert counts["host_reads"] == 0, counts
+        with pytest.raises(ValueError, match="shape"):
+            fn(x, torch.zeros(2, 5), 2)
+    torch.testing.assert_close(inside, fn(x, y, 2))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fn(x, torch.full((2, 4), 2.0), 2)
+    with pytest.raises(RuntimeError, match="boom"):
+        with L.targets_checked():
+            raise RuntimeError("boom")
+    with pytest.raises(ValueError, match="NaN"):
+        fn(x, torch.full((2, 4), float("nan")), 2)
+
+
 # --- registry and config -------------------------------------------------------------------------------
 
 def _cfg():

@@ -257,6 +257,26 @@ def test_tiny_forward_backward():
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_training_forward_reads_two_values_whatever_the_batch_and_depth(batch_size, monkeypatch):
+    """A training forward reads two values on the host (the input checks' flag and the targets' one ``unique``)
+    and copies the matching costs of all 4 predictions once; the targets, made by comparisons, are not checked
+    again by the criterion or its 8 loss calls (on a GPU every read or copy is a wait of the host; until
+    2026-12-07 each loss call read a flag and the matcher copied once per prediction)."""
+    from adaptiveclick.modeling import matcher as matcher_module
+    from adaptiveclick.utils.op_count import count_operators
+
+    model = _model().train()
+    copies = []
+    real = matcher_module.host_arrays
+    monkeypatch.setattr(matcher_module, "host_arrays", lambda ts: copies.append(len(ts)) or real(ts))
+    batch = [_sample(seed=10 + i) for i in range(batch_size)]
+    counts, losses = count_operators(lambda: model(batch))
+    assert counts["host_reads"] == 2, counts
+    assert copies == [4 * batch_size]
+    assert len(losses) == 12 and all(torch.isfinite(v) for v in losses.values())
+
+
 def test_official_loss_mix_weights():
     model = _model().train()
     batch = [_sample(seed=3)]

@@ -397,6 +397,86 @@ def test_criterion_deep_supervision_points_and_empty():
     assert torch.isfinite(losses["loss_ce"])
 
 
+def test_matcher_match_many_equals_forward_per_prediction_with_one_copy(monkeypatch):
+    """match_many gives each prediction the indices forward gives it (the random points drawn in the same order:
+    the same indices under one seed), and brings every cost matrix to the host in one call of host_arrays."""
+    from adaptiveclick.modeling import matcher as matcher_module
+
+    g = torch.Generator().manual_seed(7)
+    predictions = [{"pred_logits": torch.randn(3, 4, 2, generator=g), "pred_masks": torch.randn(3, 4, 6, 6, generator=g) * 3}
+                   for _ in range(3)]
+    targets = [{"labels": torch.ones(m, dtype=torch.long), "masks": (torch.rand(m, 6, 6, generator=g) > 0.5).float()}
+               for m in (2, 0, 3)]  # the middle image has no target
+    for num_points in (0, 9):
+        matcher = HungarianMatcher(num_points=num_points)
+        torch.manual_seed(0)
+        one_by_one = [matcher(p, targets) for p in predictions]
+        calls = []
+        real = matcher_module.host_arrays
+        monkeypatch.setattr(matcher_module, "host_arrays", lambda ts: calls.append(len(ts)) or real(ts))
+        torch.manual_seed(0)
+        together = matcher.match_many(predictions, targets)
+        monkeypatch.setattr(matcher_module, "host_arrays", real)
+        assert calls == [3 * 2]  # 3 predictions x 2 images with targets, one copy
+        assert len(together) == 3
+        for a, b in zip(one_by_one, together):
+            assert len(a) == len(b) == 3 and a[1][0].numel() == b[1][0].numel() == 0
+            for (ra, ca), (rb, cb) in zip(a, b):
+                assert torch.equal(ra, rb) and torch.equal(ca, cb)
+        # the matching differs between the predictions (else the comparison would not tell them apart)
+        assert any(not torch.equal(together[0][0][0], t[0][0]) for t in together[1:]) or num_points
+
+
+def test_matcher_names_the_prediction_with_non_finite_costs():
+    ok = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": torch.zeros(1, 3, 4, 4)}
+    bad = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": torch.zeros(1, 3, 4, 4)}
+    bad["pred_masks"][0, 1, 2, 2] = float("inf")
+    targets = [{"labels": torch.ones(1, dtype=torch.long), "masks": torch.ones(1, 4, 4)}]
+    with pytest.raises(FloatingPointError, match="image 0 of prediction 2 contains NaN/inf"):
+        HungarianMatcher().match_many([ok, ok, bad], targets)
+
+
+def test_criterion_reads_one_target_flag_and_copies_the_costs_once(monkeypatch):
+    """With deep supervision (here 4 predictions, 8 loss calls) the criterion reads one value (its check of the
+    batch's target masks; the losses skip theirs) and copies the matching costs once; per loss call and per
+    prediction before (on a GPU each a wait of the host)."""
+    from adaptiveclick.losses import adaptive_focal_loss, dice
+    from adaptiveclick.modeling import matcher as matcher_module
+    from adaptiveclick.utils.op_count import count_operators
+
+    outputs, targets = _criterion_case()
+    outputs["aux_outputs"] = [{"pred_logits": outputs["pred_logits"] * s, "pred_masks": outputs["pred_masks"] * s}
+                              for s in (0.5, 2.0, -1.0)]
+    crit = SetCriterion(HungarianMatcher(), adaptive_focal_loss, dice)
+    copies = []
+    real = matcher_module.host_arrays
+    monkeypatch.setattr(matcher_module, "host_arrays", lambda ts: copies.append(len(ts)) or real(ts))
+    counts, losses = count_operators(lambda: crit(outputs, targets))
+    assert counts["host_reads"] == 1, counts
+    assert copies == [4]
+    # the same losses as each prediction matched and its losses checked on their own (the reference path)
+    for j, prediction in enumerate([outputs] + outputs["aux_outputs"]):
+        (rows, cols), = HungarianMatcher()(prediction, targets)
+        x = prediction["pred_masks"][0, rows].flatten(1)
+        y = targets[0]["masks"][cols].flatten(1)
+        suffix = "" if j == 0 else f"_{j - 1}"
+        torch.testing.assert_close(losses[f"loss_mask{suffix}"], adaptive_focal_loss(x, y, 2.0))
+        torch.testing.assert_close(losses[f"loss_dice{suffix}"], dice(x, y, 2.0))
+
+
+@pytest.mark.parametrize("bad,message", [(float("nan"), "image 1 contain NaN"), (1.5, r"image 1 must lie in \[0, 1\]"),
+                                         (-0.25, r"got values in \[-0.25, 1.0\]")])
+def test_criterion_rejects_bad_target_masks(bad, message):
+    outputs, targets = _criterion_case()
+    outputs = {k: torch.cat([v, v]) for k, v in outputs.items()}
+    second = targets[0]["masks"].clone()
+    second[1, 2, 3] = bad
+    targets = targets + [{"labels": targets[0]["labels"], "masks": second}]
+    crit = SetCriterion(HungarianMatcher(), _RecordingLoss(), _RecordingLoss(), deep_supervision=False)
+    with pytest.raises(ValueError, match=message):
+        crit(outputs, targets)
+
+
 # ---------------------------------------------------------------- CAAM
 
 def test_pool_click_map_hand_example():
@@ -438,6 +518,11 @@ def test_caam_mask_rule_hand_example():
     # a fully blocked row is opened entirely before the cross-attention
     allowed = open_full_rows(blocked.view(1, 3, 16))
     assert allowed[0, 1].all() and not allowed[0, 2].all() and allowed[0, 2].sum() == 2
+    # the rule against its plain statement on random rows, some fully blocked
+    g = torch.Generator().manual_seed(4)
+    rows = torch.rand(2, 6, 9, generator=g) > 0.3
+    rows[0, 1] = rows[1, 4] = True
+    assert torch.equal(open_full_rows(rows), ~rows | rows.all(-1, keepdim=True))
 
 
 def _decoder_outputs(decoder, features, mask_features, click_map):
@@ -482,8 +567,24 @@ def test_sdpa_attention_equals_nn_multihead_attention_with_per_head_mask():
     ref_mask = blocked[:, None].expand(b, h, q, k).reshape(b * h, q, k)  # Mask2Former layout, True = blocked
     expected = ref(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), attn_mask=ref_mask)[0]
     torch.testing.assert_close(out, expected.transpose(0, 1), rtol=1e-5, atol=1e-5)
-    # self-attention passes one tensor as query and key: its two projections are one matrix product
     from adaptiveclick.utils.op_count import count_operators
+
+    # the boolean mask becomes an additive bias in one operator (where SDPA's own conversion dispatched two
+    # scalar_tensor and a where per call), the same attention to the last bit
+    counts, again = count_operators(lambda: ours(query, key, value, ~blocked[:, None]), top=50)
+    ops = dict(counts["top_compute"])
+    assert ops.get("where") == 1 and "scalar_tensor" not in ops and "full" not in ops, counts["top_compute"]
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    with torch.no_grad():
+        q_, k_, v_ = (F.linear(t, w, bias) for t, w, bias in zip((query, key, value), ours.in_proj_weight.chunk(3),
+                                                                 ours.in_proj_bias.chunk(3)))
+        split = lambda t: t.view(b, t.shape[1], h, -1).transpose(1, 2)  # noqa: E731
+        plain = F.scaled_dot_product_attention(split(q_), split(k_), split(v_), attn_mask=~blocked[:, None])
+        plain = ours.out_proj(plain.transpose(1, 2).reshape(b, q, e))
+    torch.testing.assert_close(out.detach(), plain, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="boolean"):
+        ours(query, key, value, (~blocked[:, None]).float())
+    # self-attention passes one tensor as query and key: its two projections are one matrix product
 
     x, v = torch.randn(b, q, e), torch.randn(b, q, e)
     counts, out = count_operators(lambda: ours(x, x, v), top=50)
@@ -585,7 +686,7 @@ def test_deformable_encoder_reuses_its_index_tensors():
     enc = DeformableEncoder(d_model=8, nhead=2, num_layers=2, dim_feedforward=16, num_levels=2, n_points=2).eval()
     seen = []
     for layer in enc.encoder.layers:
-        layer.register_forward_pre_hook(lambda mod, args: seen.append((args[3], args[4])))
+        layer.register_forward_pre_hook(lambda mod, args: seen.append((args[3], args[4], args[5])))
     srcs = [torch.randn(1, 8, 3, 4), torch.randn(1, 8, 2, 2)]
     with torch.inference_mode():  # as the predictor runs it: the cached tensors must still be normal tensors
         first = enc(srcs, [torch.zeros_like(s) for s in srcs])
@@ -593,6 +694,9 @@ def test_deformable_encoder_reuses_its_index_tensors():
     assert not seen[0][0].is_inference() and not seen[0][1].is_inference()
     assert len(seen) == 4 and all(s[0] is seen[0][0] and s[1] is seen[0][1] for s in seen)
     assert seen[0][0].tolist() == [[3, 4], [2, 2]] and seen[0][1].tolist() == [0, 12]
+    # the offset normaliser, made once too: rows (W, H) in float32, which the layers use instead of their own
+    assert all(s[2] is seen[0][2] for s in seen) and seen[0][2].dtype == torch.float32
+    assert seen[0][2].tolist() == [[4.0, 3.0], [2.0, 2.0]]
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b)
     enc([torch.randn(1, 8, 2, 2), torch.randn(1, 8, 1, 1)], [torch.zeros(1, 8, 2, 2), torch.zeros(1, 8, 1, 1)])

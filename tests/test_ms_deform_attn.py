@@ -286,6 +286,35 @@ def test_module_forward_backward_and_padding():
         layer(q, ref[:, :, :1], x, ss, st)
 
 
+def test_module_divides_offsets_by_level_width_and_height(monkeypatch):
+    """Sampling locations = reference point + pixel offset / (W_l, H_l) (Deformable DETR Eq. 3, x by the width);
+    a given ``offset_normalizer`` gives the same output as the one the module makes, a wrong one is refused."""
+    from adaptiveclick.layers.ms_deform_attn import module as module_lib
+
+    torch.manual_seed(1)
+    layer = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=1, impl="pytorch")
+    torch.nn.init.normal_(layer.sampling_offsets.weight)
+    ss, st = torch.tensor([[4, 3], [2, 5]]), torch.tensor([0, 12])
+    q, ref, x = torch.randn(1, 3, 8), torch.rand(1, 3, 2, 2), torch.randn(1, 22, 8)
+    captured = []
+    real = module_lib.ms_deform_attn
+    monkeypatch.setattr(module_lib, "ms_deform_attn", lambda *a, **k: captured.append(a[3]) or real(*a, **k))
+    out = layer(q, ref, x, ss, st)
+    offsets = layer.sampling_offsets(q).view(1, 3, 2, 2, 1, 2).detach()
+    for lvl, (h, w) in enumerate([(4, 3), (2, 5)]):
+        expected_x = ref[:, :, None, lvl, None, 0] + offsets[:, :, :, lvl, :, 0] / w
+        expected_y = ref[:, :, None, lvl, None, 1] + offsets[:, :, :, lvl, :, 1] / h
+        torch.testing.assert_close(captured[0][:, :, :, lvl, :, 0].detach(), expected_x)
+        torch.testing.assert_close(captured[0][:, :, :, lvl, :, 1].detach(), expected_y)
+    normalizer = module_lib.offset_normalizer_of(ss)
+    assert normalizer.dtype == torch.float32 and normalizer.tolist() == [[3.0, 4.0], [5.0, 2.0]]
+    torch.testing.assert_close(layer(q, ref, x, ss, st, offset_normalizer=normalizer), out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="offset_normalizer must be a float32 \\(2, 2\\)"):
+        layer(q, ref, x, ss, st, offset_normalizer=normalizer[:1])
+    with pytest.raises(ValueError, match="offset_normalizer"):
+        layer(q, ref, x, ss, st, offset_normalizer=ss)
+
+
 # ---------------------------------------------------------------- CUDA (run on the GPU machine)
 
 

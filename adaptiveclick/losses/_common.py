@@ -6,11 +6,37 @@ for the pixel-wise baseline), P points (grid cells or sampled points) -- and ``n
 per-row loss (the reduction of the official criterion, model.md §5.4 step 7).
 """
 
+import contextlib
+import contextvars
 import numbers
 
 import torch
 
-__all__ = ["prepare", "reduce_map", "reduce_rows", "check_num_masks", "one_minus_pt", "empty_loss"]
+__all__ = ["prepare", "reduce_map", "reduce_rows", "check_num_masks", "one_minus_pt", "empty_loss",
+           "targets_checked", "targets_are_checked"]
+
+# set while a caller that has already checked the targets' values runs the losses (see targets_checked)
+_TARGETS_CHECKED = contextvars.ContextVar("adaptiveclick_loss_targets_checked", default=False)
+
+
+@contextlib.contextmanager
+def targets_checked():
+    """Within this block the losses skip the value check of their targets (finite, in [0, 1]).
+
+    For a caller that has checked the values once itself, e.g. the set criterion, which checks a batch's target
+    masks with one flag and then runs two losses on each of its ~10 decoder outputs: on a GPU each check is a
+    read of a device value, a wait of the host.  The type and shape checks still run.  Targets derived from
+    checked ones by bilinear point sampling stay in [0, 1] (a convex combination)."""
+    token = _TARGETS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _TARGETS_CHECKED.reset(token)
+
+
+def targets_are_checked():
+    """Whether the caller runs inside :func:`targets_checked`."""
+    return _TARGETS_CHECKED.get()
 
 
 def prepare(logits, targets, name):
@@ -35,7 +61,7 @@ def prepare(logits, targets, name):
     y = targets.to(dtype)
     # one flag read on the host (on a GPU each read waits for it; the criterion checks ~20 maps per step): the
     # minimum and maximum are NaN if any target is, and every comparison with NaN is False
-    if y.numel():
+    if y.numel() and not targets_are_checked():
         low, high = torch.aminmax(y)
         if not bool((low >= 0) & (high <= 1)):
             if torch.isnan(y).any():

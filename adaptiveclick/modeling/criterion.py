@@ -23,6 +23,8 @@ from detectron2.projects.point_rend.point_features import (get_uncertain_point_c
                                                            point_sample)
 from detectron2.utils import comm
 
+from adaptiveclick.losses import targets_are_checked, targets_checked
+
 __all__ = ["SetCriterion", "CLASS_WEIGHT_MODES"]
 
 CLASS_WEIGHT_MODES = ("official", "clean")
@@ -100,8 +102,7 @@ class SetCriterion(nn.Module):
             logits, labels = src.flatten(1), tgt.float().flatten(1)
         return self.mask_loss(logits, labels, num_masks), self.dice_loss(logits, labels, num_masks)
 
-    def _losses(self, outputs, targets, num_masks, suffix=""):
-        indices = self.matcher(outputs, targets)
+    def _losses(self, outputs, targets, indices, num_masks, suffix=""):
         loss_mask, loss_dice = self.loss_masks(outputs, targets, indices, num_masks)
         return {f"loss_ce{suffix}": self.loss_labels(outputs, targets, indices),
                 f"loss_mask{suffix}": loss_mask, f"loss_dice{suffix}": loss_dice}
@@ -113,8 +114,45 @@ class SetCriterion(nn.Module):
         if comm.get_world_size() > 1:
             torch.distributed.all_reduce(num_masks)
         num_masks = torch.clamp(num_masks / comm.get_world_size(), min=1.0)
-        losses = self._losses(outputs, targets, num_masks)
+        predictions = [outputs]
         if self.deep_supervision:
-            for j, aux in enumerate(outputs.get("aux_outputs", [])):
-                losses.update(self._losses(aux, targets, num_masks, suffix=f"_{j}"))
+            predictions += list(outputs.get("aux_outputs", []))
+        _check_target_values(targets)  # first: bad targets would show up as non-finite matching costs
+        all_indices = self._match(predictions, targets)
+        losses = {}
+        # the targets were checked once above: the losses skip their own check (one host read each)
+        with targets_checked():
+            for j, (prediction, indices) in enumerate(zip(predictions, all_indices)):
+                losses.update(self._losses(prediction, targets, indices, num_masks, "" if j == 0 else f"_{j - 1}"))
         return losses
+
+    def _match(self, predictions, targets):
+        """The matcher's indices for every prediction; a matcher with ``match_many`` (ours) matches them all with
+        one copy of the costs to the host.  So with random matching points (``num_points > 0``) and point
+        sampling both on, the matcher draws all its points before the losses draw theirs."""
+        match_many = getattr(self.matcher, "match_many", None)
+        if match_many is not None:
+            return match_many(predictions, targets)
+        return [self.matcher(prediction, targets) for prediction in predictions]
+
+
+def _check_target_values(targets):
+    """The batch's target masks are finite and in [0, 1], with one host read (bool masks need none; none either
+    inside :func:`~adaptiveclick.losses.targets_checked`, where the caller vouches for them)."""
+    if targets_are_checked():
+        return
+    flags = []
+    for t in targets:
+        masks = t["masks"]
+        if masks.numel() and masks.dtype != torch.bool:
+            low, high = torch.aminmax(masks)
+            flags.append(~((low >= 0) & (high <= 1)))  # NaN propagates to the extremes and fails both
+    if not flags or not bool(torch.stack(flags).any()):
+        return
+    for b, t in enumerate(targets):
+        masks = t["masks"].double()
+        if masks.numel() and torch.isnan(masks).any():
+            raise ValueError(f"target masks of image {b} contain NaN")
+        if masks.numel() and not bool((masks.min() >= 0) & (masks.max() <= 1)):
+            raise ValueError(f"target masks of image {b} must lie in [0, 1], got values in "
+                             f"[{float(masks.min())}, {float(masks.max())}]")

@@ -131,12 +131,30 @@ class HungarianMatcher(nn.Module):
         Returns:
             B pairs (query indices, target indices), int64 CPU tensors of length min(Q, M).
         """
+        return self.match_many([outputs], targets)[0]
+
+    @torch.no_grad()
+    def match_many(self, outputs_list, targets):
+        """:meth:`forward` for several predictions of the same targets (the final one and the auxiliary ones of
+        deep supervision), with every cost matrix brought to the host in one copy: on a GPU one wait of the host
+        for a step's ~10 decoder outputs instead of one per output.  Returns one list of B pairs per output.
+        With ``num_points > 0`` the random points are drawn output after output, image after image, as
+        :meth:`forward` called on each in turn would draw them."""
+        costs = []  # (output, image) -> (Q, M) cost on the device
+        for k, outputs in enumerate(outputs_list):
+            for b, cost in self._device_costs(outputs, targets).items():
+                costs.append(((k, b), cost))
+        on_host = dict(zip([key for key, _ in costs], host_arrays([cost for _, cost in costs])))
+        return [[self._solve(on_host.get((k, b)), f"image {b}" + (f" of prediction {k}" if k else ""))
+                 for b in range(len(targets))] for k in range(len(outputs_list))]
+
+    def _device_costs(self, outputs, targets):
+        """{image: (Q, M) cost on the device} for the images that have targets."""
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]
         if len(targets) != logits.shape[0]:
             raise ValueError(f"got {len(targets)} target sets for a batch of {logits.shape[0]}")
-        device_type = masks.device.type
-        costs = {}  # image -> (Q, M) cost on the device
-        with torch.autocast(device_type=device_type, enabled=False):
+        costs = {}
+        with torch.autocast(device_type=masks.device.type, enabled=False):
             for b, tgt in enumerate(targets):
                 if tgt["labels"].numel() == 0:
                     continue
@@ -144,17 +162,16 @@ class HungarianMatcher(nn.Module):
                     raise ValueError(f"target masks {tuple(tgt['masks'].shape)} and predicted masks "
                                      f"{tuple(masks.shape)} must share the grid")
                 costs[b] = self.cost_matrix(logits[b], masks[b], tgt["labels"], tgt["masks"])
-        # the batch's cost matrices come to the host in one copy (on a GPU, one wait instead of one per image)
-        on_host = dict(zip(costs, host_arrays(list(costs.values()))))
-        indices = []
-        for b in range(len(targets)):
-            if b not in on_host:
-                empty = torch.empty(0, dtype=torch.long)
-                indices.append((empty, empty))
-                continue
-            cost = on_host[b]
-            if not np.isfinite(cost).all():
-                raise FloatingPointError(f"matching cost of image {b} contains NaN/inf (non-finite logits?)")
-            rows, cols = linear_sum_assignment(cost)
-            indices.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
-        return indices
+        return costs
+
+    @staticmethod
+    def _solve(cost, where):
+        """The optimal (query indices, target indices) of a host cost matrix (None: no targets); ``where`` names
+        the image in errors."""
+        if cost is None:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty
+        if not np.isfinite(cost).all():
+            raise FloatingPointError(f"matching cost of {where} contains NaN/inf (non-finite logits?)")
+        rows, cols = linear_sum_assignment(cost)
+        return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)

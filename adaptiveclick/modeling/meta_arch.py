@@ -28,6 +28,7 @@ from detectron2.layers import get_norm
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 
+from adaptiveclick.losses import targets_checked
 from adaptiveclick.utils.checks import check_positive_reals
 from adaptiveclick.utils.host import host_arrays
 
@@ -362,7 +363,10 @@ class AdaptiveClick(_ClickModel):
         data = self.preprocess(batched_inputs, training=True)
         outputs = self.predict(data)
         targets = build_targets(data["gt_masks"], outputs["pred_masks"].shape[-2:], self.targets_mode)
-        losses = self.criterion(outputs, targets)
+        # build_targets makes every mask by a comparison, so its values are 0 and 1: the criterion and the losses
+        # need not read a flag to check them (on a GPU, a wait of the host)
+        with targets_checked():
+            losses = self.criterion(outputs, targets)
         for key in losses:
             losses[key] = losses[key] * self.loss_weights[key.rsplit("_", 1)[0] if key[-1].isdigit() else key]
         return losses

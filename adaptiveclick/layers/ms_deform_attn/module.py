@@ -8,7 +8,13 @@ from torch.nn.init import constant_, xavier_uniform_
 
 from .function import ms_deform_attn
 
-__all__ = ["MSDeformAttn"]
+__all__ = ["MSDeformAttn", "offset_normalizer_of"]
+
+
+def offset_normalizer_of(spatial_shapes):
+    """(L, 2) int64 rows [H, W] -> (L, 2) float32 rows [W, H]: what a level's pixel offsets (x, y) are divided by
+    to become normalised coordinates."""
+    return spatial_shapes.flip(-1).to(torch.float32)
 
 
 class MSDeformAttn(nn.Module):
@@ -53,7 +59,7 @@ class MSDeformAttn(nn.Module):
             constant_(lin.bias, 0.0)
 
     def forward(self, query, reference_points, input_flatten, input_spatial_shapes, input_level_start_index,
-                input_padding_mask=None):
+                input_padding_mask=None, offset_normalizer=None):
         """
         Args:
             query: (N, Lq, C).
@@ -62,6 +68,9 @@ class MSDeformAttn(nn.Module):
             input_spatial_shapes: (L, 2) int64 rows [H, W].
             input_level_start_index: (L,) int64.
             input_padding_mask: optional (N, S) bool, True where the value is padding (set to zero).
+            offset_normalizer: optional (L, 2) float32 rows [W, H] of ``input_spatial_shapes``, which the
+                offsets (in pixels) are divided by; made here when None.  A caller that runs several layers on
+                the same sizes makes it once (on a GPU, two kernel launches fewer per layer).
         Returns:
             (N, Lq, C).
         """
@@ -86,8 +95,14 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
         # offsets are in pixels of each level: divide by (W, H) to get normalised coordinates
-        normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
-        normalizer = normalizer.to(device=offsets.device, dtype=offsets.dtype)
+        # (float32 whatever the offsets' dtype: level sizes are exact in it, and the division of low-precision
+        # offsets then gives float32 locations, which the op receives in float32 anyway: see below)
+        if offset_normalizer is None:
+            offset_normalizer = offset_normalizer_of(input_spatial_shapes).to(offsets.device)
+        elif tuple(offset_normalizer.shape) != (self.n_levels, 2) or offset_normalizer.dtype != torch.float32:
+            raise ValueError(f"MSDeformAttn: offset_normalizer must be a float32 ({self.n_levels}, 2) tensor, got "
+                             f"{offset_normalizer.dtype} {tuple(offset_normalizer.shape)}")
+        normalizer = offset_normalizer
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         # One dtype for the op: under autocast the projections are low precision while the reference points
         # are fp32; sampling coordinates need fp32 precision, so promote.

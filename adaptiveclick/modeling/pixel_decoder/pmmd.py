@@ -24,7 +24,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
-from adaptiveclick.layers.ms_deform_attn import MSDeformAttn
+from adaptiveclick.layers.ms_deform_attn import MSDeformAttn, offset_normalizer_of
 from adaptiveclick.utils.checks import check_int
 
 from ..position_encoding import PositionEmbeddingSine
@@ -56,8 +56,9 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index):
-        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index)
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, offset_normalizer=None):
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index,
+                              offset_normalizer=offset_normalizer)
         src = self.norm1(src + self.dropout1(attn))
         ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
@@ -88,8 +89,8 @@ class DeformableEncoder(nn.Module):
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points, msda_impl)
             for _ in range(num_layers))
         self.num_levels = num_levels
-        # (level sizes, device) -> (spatial_shapes, level_start_index, reference points); a plain attribute, not
-        # in the state dict
+        # (level sizes, device) -> (spatial_shapes, level_start_index, reference points, offset normaliser); a
+        # plain attribute, not in the state dict
         self._index_cache = {}
         # Deformable DETR / Mask2Former init: xavier for every matrix, then the MSDA-specific init
         for p in self.parameters():
@@ -106,13 +107,13 @@ class DeformableEncoder(nn.Module):
         starts = [0]
         for h, w in shapes[:-1]:
             starts.append(starts[-1] + h * w)
-        return (torch.tensor(shapes, dtype=torch.long, device=device),
-                torch.tensor(starts, dtype=torch.long, device=device),
-                encoder_reference_points(shapes, len(shapes), device))
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
+        return (spatial_shapes, torch.tensor(starts, dtype=torch.long, device=device),
+                encoder_reference_points(shapes, len(shapes), device), offset_normalizer_of(spatial_shapes))
 
     def _index_tensors(self, shapes, device):
-        """``spatial_shapes``, ``level_start_index`` and the (1, S, L, 2) reference points for these level sizes,
-        made once per (sizes, device) and reused (:func:`shape_constant`): the operator's input check then reads
+        """``spatial_shapes``, ``level_start_index``, the (1, S, L, 2) reference points and the layers' offset
+        normaliser for these level sizes, made once per (sizes, device) and reused (:func:`shape_constant`): the operator's input check then reads
         the index values from the GPU only once (no host synchronisation in later forwards; see ``_INDEX_CACHE``
         of the op), and the reference points cost no kernel launches after the first forward.  Under
         ``torch.compile`` the graph makes them from the Python sizes (the op's check, which reads values, is
@@ -130,11 +131,11 @@ class DeformableEncoder(nn.Module):
                          for i, p in enumerate(pos_embeds)], dim=1)
         device = flat.device
         sizes = [h * w for h, w in shapes]
-        spatial_shapes, level_start_index, ref = self._index_tensors(tuple(shapes), device)
+        spatial_shapes, level_start_index, ref, normalizer = self._index_tensors(tuple(shapes), device)
         ref = ref.expand(flat.shape[0], -1, -1, -1)
         out = flat
         for layer in self.encoder.layers:
-            out = layer(out, pos, ref, spatial_shapes, level_start_index)
+            out = layer(out, pos, ref, spatial_shapes, level_start_index, normalizer)
         b, c = out.shape[0], out.shape[2]
         return [t.transpose(1, 2).reshape(b, c, h, w) for t, (h, w) in zip(out.split(sizes, dim=1), shapes)]
 

@@ -10,7 +10,8 @@ attends level i mod 3 (1/32, 1/16, 1/8) with cross-attention -> self-attention -
 heads (``decoder_norm``, ``class_embed`` Linear(256, 2), ``mask_embed`` 3-layer MLP) produce 10 predictions:
 one from the learnable queries and one after each layer.  Parameter names follow the official state dict
 (``transformer_cross_attention_layers.{i}.multihead_attn.in_proj_weight`` ...).  All attention goes through
-``F.scaled_dot_product_attention`` with a boolean mask broadcast over heads (no per-query loops).
+``F.scaled_dot_product_attention`` with the mask broadcast over heads (no per-query loops), as an additive
+bias (0 / -inf) made in one operator from cached scalars.
 """
 
 import math
@@ -25,6 +26,7 @@ from detectron2.utils.registry import Registry
 from adaptiveclick.utils.checks import check_int
 
 from ..position_encoding import PositionEmbeddingSine
+from ..shape_cache import shape_constant
 
 __all__ = ["TRANSFORMER_DECODER_REGISTRY", "build_transformer_decoder", "CAMDDecoder", "SDPAMultiheadAttention",
            "clicks_aware_attention_mask", "open_full_rows", "pool_click_map", "CAAM_MODES", "CAAM_POOLINGS"]
@@ -91,14 +93,19 @@ def clicks_aware_attention_mask(mask_logits, class_logits, target_size, pooled_c
 
 def open_full_rows(blocked):
     """Mask2Former rule: a query row blocked at every position is opened entirely. Returns the allowed mask."""
-    return ~blocked | blocked.all(dim=-1, keepdim=True)
+    # allowed = not blocked, or the whole row blocked; for booleans that is blocked <= row_blocked (two
+    # operators, where ~blocked | row_blocked took three: kernel launches of an eager GPU forward)
+    return blocked <= blocked.all(dim=-1, keepdim=True)
 
 
 class SDPAMultiheadAttention(nn.Module):
     """Batch-first multi-head attention with ``nn.MultiheadAttention``'s parameters, via scaled_dot_product_attention.
 
     ``forward(query (B, Lq, E), key (B, Lk, E), value (B, Lk, E), allowed=None)``; ``allowed`` is a boolean
-    mask broadcastable to (B, heads, Lq, Lk), True = may attend.
+    mask broadcastable to (B, heads, Lq, Lk), True = may attend.  It goes to the attention as an additive bias
+    (0 where allowed, -inf elsewhere, in the queries' dtype): the conversion that
+    ``scaled_dot_product_attention`` would make of a boolean mask, but in one operator, with the two values
+    made once per device and dtype, instead of three (two scalar tensors and a ``where``) per call.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0):
@@ -111,6 +118,14 @@ class SDPAMultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.constant_(self.out_proj.bias, 0.0)
+        self._bias_values = {}  # (device, dtype) -> (0, -inf) scalar tensors; a plain attribute, not in the state dict
+
+    def _attention_bias(self, allowed, dtype):
+        zero, blocked = shape_constant(
+            self._bias_values, (str(allowed.device), dtype),
+            lambda: (torch.zeros((), dtype=dtype, device=allowed.device),
+                     torch.full((), -math.inf, dtype=dtype, device=allowed.device)))
+        return torch.where(allowed, zero, blocked)
 
     def forward(self, query, key, value, allowed=None):
         e, w, b = self.embed_dim, self.in_proj_weight, self.in_proj_bias
@@ -127,6 +142,10 @@ class SDPAMultiheadAttention(nn.Module):
             (w_q, w_k, w_v), (b_q, b_k, b_v) = w.chunk(3), b.chunk(3)
             q, k = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k)
         v = F.linear(value, w_v, b_v)
+        if allowed is not None:
+            if allowed.dtype != torch.bool:
+                raise TypeError(f"allowed must be a boolean mask, got {allowed.dtype}")
+            allowed = self._attention_bias(allowed, q.dtype)
         out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=allowed,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.embed_dim))
