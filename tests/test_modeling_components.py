@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from detectron2.projects.point_rend.point_features import point_sample
+
 from adaptiveclick.clicks import encode_clicks
 from adaptiveclick.layers.ms_deform_attn import extension_status
 from adaptiveclick.modeling.click_maps import check_clicks, click_disk_maps
@@ -417,7 +419,7 @@ def test_matcher_match_many_equals_forward_per_prediction_with_one_copy(monkeypa
         torch.manual_seed(0)
         together = matcher.match_many(predictions, targets)
         monkeypatch.setattr(matcher_module, "host_arrays", real)
-        assert calls == [3 * 2]  # 3 predictions x 2 images with targets, one copy
+        assert calls == [3]  # one (3, Q, M) cost tensor per prediction, all in one copy
         assert len(together) == 3
         for a, b in zip(one_by_one, together):
             assert len(a) == len(b) == 3 and a[1][0].numel() == b[1][0].numel() == 0
@@ -425,6 +427,77 @@ def test_matcher_match_many_equals_forward_per_prediction_with_one_copy(monkeypa
                 assert torch.equal(ra, rb) and torch.equal(ca, cb)
         # the matching differs between the predictions (else the comparison would not tell them apart)
         assert any(not torch.equal(together[0][0][0], t[0][0]) for t in together[1:]) or num_points
+
+
+@pytest.mark.parametrize("mask_type", ["afl", "bce", "focal"])
+def test_matcher_batch_costs_with_padded_targets_equal_the_per_image_costs(mask_type):
+    """The costs of a batch whose images have 2, 0, 3 and 1 targets, computed at once on targets padded to 3,
+    equal each image's own cost matrix on its real targets (the AFL weight sums over those only), and the
+    batched matching is each image's optimum (brute force)."""
+    from adaptiveclick.utils.op_count import count_operators
+
+    g = torch.Generator().manual_seed(11)
+    q, counts = 4, (2, 0, 3, 1)
+    outputs = {"pred_logits": torch.randn(4, q, 2, generator=g), "pred_masks": torch.randn(4, q, 5, 6, generator=g) * 3}
+    targets = [{"labels": torch.randint(0, 2, (m,), generator=g), "masks": (torch.rand(m, 5, 6, generator=g) > 0.6).float()}
+               for m in counts]
+    matcher = HungarianMatcher(cost_mask_type=mask_type)
+    labels, masks, valid = matcher._padded_targets(targets, list(counts))
+    assert masks.shape == (4, 3, 5, 6) and valid.tolist() == [[m > j for j in range(3)] for m in counts]
+    batch = matcher.batch_costs(outputs["pred_logits"], outputs["pred_masks"], labels, masks, valid)
+    assert batch.shape == (4, q, 3) and torch.isfinite(batch).all()
+    indices = matcher(outputs, targets)
+    for b, m in enumerate(counts):
+        if m == 0:
+            assert indices[b][0].numel() == 0
+            continue
+        own = matcher.cost_matrix(outputs["pred_logits"][b], outputs["pred_masks"][b], targets[b]["labels"],
+                                  targets[b]["masks"])
+        torch.testing.assert_close(batch[b, :, :m], own, rtol=1e-5, atol=1e-6)
+        cost = own.double().numpy()
+        rows, cols = indices[b]
+        assert len(rows) == m and cost[rows.numpy(), cols.numpy()].sum() == pytest.approx(_brute_force_min_cost(cost),
+                                                                                        rel=1e-6)
+    # the operators dispatched do not grow with the batch (image by image they grew ~25 per image)
+    few, _ = count_operators(lambda: matcher.batch_costs(outputs["pred_logits"][:2], outputs["pred_masks"][:2],
+                                                         labels[:2], masks[:2], valid[:2]))
+    many, _ = count_operators(lambda: matcher.batch_costs(outputs["pred_logits"], outputs["pred_masks"], labels,
+                                                          masks, valid))
+    assert few["compute"] == many["compute"], (few, many)
+
+
+def test_matcher_point_sampled_costs_sample_every_query_and_target_at_the_images_points():
+    """num_points > 0: image b's queries and targets are all read at the same random points, drawn per image
+    (one (B, N, 2) draw), and the costs are the full-grid formulas on those samples."""
+    g = torch.Generator().manual_seed(12)
+    logits, masks = torch.randn(2, 3, 2, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    tmasks = (torch.rand(2, 2, 8, 8, generator=g) > 0.5).float()
+    labels = torch.ones(2, 2, dtype=torch.long)
+    matcher = HungarianMatcher(num_points=20)
+    torch.manual_seed(3)
+    got = matcher.batch_costs(logits, masks, labels, tmasks)
+    torch.manual_seed(3)
+    coords = torch.rand(2, 20, 2)
+    for b in range(2):
+        x = torch.stack([point_sample(masks[b, i][None, None], coords[b][None], align_corners=False)[0, 0]
+                         for i in range(3)])
+        y = torch.stack([point_sample(tmasks[b, j][None, None], coords[b][None], align_corners=False)[0, 0]
+                         for j in range(2)])
+        expected = (-2 * logits[b].softmax(-1)[:, [1, 1]] + 5 * pairwise_afl_cost(x, y)
+                    + 5 * pairwise_dice_cost(x, y))
+        torch.testing.assert_close(got[b], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_matcher_refuses_targets_on_different_grids():
+    outputs = {"pred_logits": torch.zeros(2, 3, 2), "pred_masks": torch.zeros(2, 3, 4, 4)}
+    targets = [{"labels": torch.ones(1, dtype=torch.long), "masks": torch.ones(1, 4, 4)},
+               {"labels": torch.ones(1, dtype=torch.long), "masks": torch.ones(1, 5, 4)}]
+    with pytest.raises(ValueError, match="share one grid"):
+        HungarianMatcher()(outputs, targets)
+    targets[1]["masks"] = torch.ones(1, 5, 5)
+    targets[0]["masks"] = torch.ones(1, 5, 5)
+    with pytest.raises(ValueError, match="must share the grid"):
+        HungarianMatcher()(outputs, targets)
 
 
 def test_matcher_names_the_prediction_with_non_finite_costs():
@@ -462,6 +535,55 @@ def test_criterion_reads_one_target_flag_and_copies_the_costs_once(monkeypatch):
         suffix = "" if j == 0 else f"_{j - 1}"
         torch.testing.assert_close(losses[f"loss_mask{suffix}"], adaptive_focal_loss(x, y, 2.0))
         torch.testing.assert_close(losses[f"loss_dice{suffix}"], dice(x, y, 2.0))
+
+
+def test_pair_indices_number_targets_across_the_batch():
+    from adaptiveclick.modeling.criterion import _pair_indices
+
+    first = [(torch.tensor([2, 0]), torch.tensor([1, 0])), (torch.empty(0, dtype=torch.long),) * 2,
+             (torch.tensor([1]), torch.tensor([0]))]
+    second = [(torch.tensor([0, 1]), torch.tensor([0, 1])), (torch.empty(0, dtype=torch.long),) * 2,
+              (torch.tensor([3]), torch.tensor([0]))]
+    # image 0 has 2 targets (0, 1), image 1 none, image 2 one (global number 2)
+    (img, qry, tgt), (img2, qry2, tgt2) = _pair_indices([first, second], [2, 0, 1], "cpu")
+    assert img.tolist() == [0, 0, 2] and qry.tolist() == [2, 0, 1] and tgt.tolist() == [1, 0, 2]
+    assert img2.tolist() == [0, 0, 2] and qry2.tolist() == [0, 1, 3] and tgt2.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="2 index pairs for a batch of 3"):
+        _pair_indices([first[:2]], [2, 0, 1], "cpu")
+    with pytest.raises(ValueError, match="paired 2 queries with 1 targets in image 0"):
+        _pair_indices([[(torch.tensor([0, 1]), torch.tensor([0]))] + first[1:]], [2, 0, 1], "cpu")
+
+
+def test_criterion_operators_do_not_grow_with_the_batch():
+    """The criterion's operators (each a kernel launch on a GPU) are the same for a batch of 2 and of 6: the
+    matching costs are computed per prediction for the whole batch, the matched pairs indexed at once (image by
+    image, a ViT-B-sized step at batch 16 with 10 predictions dispatched ~10300, now ~1200)."""
+    from adaptiveclick.losses import adaptive_focal_loss, dice
+    from adaptiveclick.utils.op_count import count_operators
+
+    def case(b):
+        g = torch.Generator().manual_seed(b)
+        pred = lambda: {"pred_logits": torch.randn(b, 3, 2, generator=g),  # noqa: E731
+                        "pred_masks": torch.randn(b, 3, 6, 6, generator=g)}
+        outputs = pred()
+        outputs["aux_outputs"] = [pred(), pred()]
+        targets = [{"labels": torch.ones(1, dtype=torch.long), "masks": (torch.rand(1, 6, 6, generator=g) > 0.5).float()}
+                   for _ in range(b)]
+        return outputs, targets
+
+    crit = SetCriterion(HungarianMatcher(), adaptive_focal_loss, dice)
+    small, large = case(2), case(6)
+    counts_small, _ = count_operators(lambda: crit(*small))
+    counts_large, losses = count_operators(lambda: crit(*large))
+    assert counts_small["compute"] == counts_large["compute"], (counts_small, counts_large)
+    # and the losses are those of the pairs matched image by image
+    outputs, targets = large
+    for j, prediction in enumerate([outputs] + outputs["aux_outputs"]):
+        indices = HungarianMatcher()(prediction, targets)
+        x = torch.cat([prediction["pred_masks"][b, rows] for b, (rows, _) in enumerate(indices)]).flatten(1)
+        y = torch.cat([targets[b]["masks"][cols] for b, (_, cols) in enumerate(indices)]).flatten(1)
+        suffix = "" if j == 0 else f"_{j - 1}"
+        torch.testing.assert_close(losses[f"loss_mask{suffix}"], adaptive_focal_loss(x, y, 6.0))
 
 
 @pytest.mark.parametrize("bad,message", [(float("nan"), "image 1 contain NaN"), (1.5, r"image 1 must lie in \[0, 1\]"),

@@ -15,6 +15,7 @@ Both mask losses take (K, P) logits and targets and ``num_masks`` (number of tar
 over processes, at least 1) and return a scalar.  Losses of auxiliary prediction j carry the suffix ``_j``.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,29 +70,24 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
 
-    def loss_labels(self, outputs, targets, indices):
+    def loss_labels(self, outputs, pairs, all_labels):
+        """Class cross-entropy; ``pairs`` = (image, query, target) index tensors of the matched pairs (targets
+        indexed into ``all_labels``, the batch's labels concatenated)."""
         logits = outputs["pred_logits"].float()  # (B, Q, C+1)
+        image, query, target = pairs
         classes = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
-        for b, (src, tgt) in enumerate(indices):
-            if src.numel():
-                classes[b, src.to(logits.device)] = targets[b]["labels"][tgt.to(logits.device)]
+        classes = classes.index_put((image, query), all_labels[target])
         return F.cross_entropy(logits.transpose(1, 2), classes, self.empty_weight.to(logits.dtype))
 
-    def _matched_pairs(self, outputs, targets, indices):
-        masks = outputs["pred_masks"]
-        device = masks.device
-        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
-        src_idx = torch.cat([src for src, _ in indices]).to(device)
-        src = masks[batch_idx, src_idx]  # (K, h, w)
-        tgt = torch.cat([t["masks"][j.to(device)] for t, (_, j) in zip(targets, indices)]).to(src.dtype)
-        return src, tgt
-
-    def loss_masks(self, outputs, targets, indices, num_masks):
-        src, tgt = self._matched_pairs(outputs, targets, indices)
-        if src.shape[0] == 0:
+    def loss_masks(self, outputs, pairs, all_masks, num_masks):
+        """Mask and dice losses of the matched pairs (``pairs`` as in :meth:`loss_labels`, targets indexed into
+        ``all_masks``, the batch's target masks concatenated)."""
+        image, query, target = pairs
+        if image.shape[0] == 0:
             zero = outputs["pred_masks"].sum() * 0.0  # keeps the graph connected
             return zero, zero
-        src = src.float()
+        src = outputs["pred_masks"][image, query].float()  # (K, h, w)
+        tgt = all_masks[target]
         if self.point_sampling:
             with torch.no_grad():
                 coords = get_uncertain_point_coords_with_randomness(
@@ -102,9 +98,9 @@ class SetCriterion(nn.Module):
             logits, labels = src.flatten(1), tgt.float().flatten(1)
         return self.mask_loss(logits, labels, num_masks), self.dice_loss(logits, labels, num_masks)
 
-    def _losses(self, outputs, targets, indices, num_masks, suffix=""):
-        loss_mask, loss_dice = self.loss_masks(outputs, targets, indices, num_masks)
-        return {f"loss_ce{suffix}": self.loss_labels(outputs, targets, indices),
+    def _losses(self, outputs, pairs, all_labels, all_masks, num_masks, suffix=""):
+        loss_mask, loss_dice = self.loss_masks(outputs, pairs, all_masks, num_masks)
+        return {f"loss_ce{suffix}": self.loss_labels(outputs, pairs, all_labels),
                 f"loss_mask{suffix}": loss_mask, f"loss_dice{suffix}": loss_dice}
 
     def forward(self, outputs, targets):
@@ -117,13 +113,20 @@ class SetCriterion(nn.Module):
         predictions = [outputs]
         if self.deep_supervision:
             predictions += list(outputs.get("aux_outputs", []))
-        _check_target_values(targets)  # first: bad targets would show up as non-finite matching costs
+        # the batch's targets concatenated once, and the matched pairs of every prediction as index tensors made
+        # on the host and copied at once: a few operators per prediction where image by image took ~40 (on a
+        # GPU each a kernel launch by the host)
+        all_labels = torch.cat([t["labels"] for t in targets]).to(device)
+        all_masks = torch.cat([t["masks"] for t in targets]).to(device)
+        _check_target_values(all_masks, targets)  # first: bad targets would show up as non-finite matching costs
         all_indices = self._match(predictions, targets)
+        all_pairs = _pair_indices(all_indices, [len(t["labels"]) for t in targets], device)
         losses = {}
         # the targets were checked once above: the losses skip their own check (one host read each)
         with targets_checked():
-            for j, (prediction, indices) in enumerate(zip(predictions, all_indices)):
-                losses.update(self._losses(prediction, targets, indices, num_masks, "" if j == 0 else f"_{j - 1}"))
+            for j, (prediction, pairs) in enumerate(zip(predictions, all_pairs)):
+                losses.update(self._losses(prediction, pairs, all_labels, all_masks, num_masks,
+                                           "" if j == 0 else f"_{j - 1}"))
         return losses
 
     def _match(self, predictions, targets):
@@ -136,18 +139,38 @@ class SetCriterion(nn.Module):
         return [self.matcher(prediction, targets) for prediction in predictions]
 
 
-def _check_target_values(targets):
-    """The batch's target masks are finite and in [0, 1], with one host read (bool masks need none; none either
-    inside :func:`~adaptiveclick.losses.targets_checked`, where the caller vouches for them)."""
-    if targets_are_checked():
+def _pair_indices(all_indices, counts, device):
+    """Per prediction, the (image, query, target) int64 index tensors on ``device`` of its matched pairs, the
+    targets numbered across the batch (image b's target j is ``sum(counts[:b]) + j``), from the matcher's
+    per-image (query indices, target indices): assembled in NumPy, all predictions' in one host-to-device copy."""
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    blocks = []
+    for indices in all_indices:
+        if len(indices) != len(counts):
+            raise ValueError(f"the matcher returned {len(indices)} index pairs for a batch of {len(counts)}")
+        image, query, target = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for b, (src, tgt) in enumerate(indices):
+            src, tgt = np.asarray(src, dtype=np.int64).reshape(-1), np.asarray(tgt, dtype=np.int64).reshape(-1)
+            if src.shape != tgt.shape:
+                raise ValueError(f"the matcher paired {src.size} queries with {tgt.size} targets in image {b}")
+            image.append(np.full(src.size, b, dtype=np.int64))
+            query.append(src)
+            target.append(tgt + offsets[b])
+        blocks.append(np.stack([np.concatenate(image), np.concatenate(query), np.concatenate(target)]))
+    sizes = [block.shape[1] for block in blocks]
+    flat = torch.from_numpy(np.concatenate(blocks, axis=1) if blocks else np.zeros((3, 0), np.int64))
+    flat = flat.to(device, non_blocking=True)
+    return [tuple(part.unbind(0)) for part in flat.split(sizes, dim=1)] if blocks else []
+
+
+def _check_target_values(all_masks, targets):
+    """The batch's target masks (``all_masks``, concatenated) are finite and in [0, 1], with one host read (bool
+    masks need none; none either inside :func:`~adaptiveclick.losses.targets_checked`, where the caller vouches
+    for them); the error names the first bad image of ``targets``."""
+    if targets_are_checked() or all_masks.numel() == 0 or all_masks.dtype == torch.bool:
         return
-    flags = []
-    for t in targets:
-        masks = t["masks"]
-        if masks.numel() and masks.dtype != torch.bool:
-            low, high = torch.aminmax(masks)
-            flags.append(~((low >= 0) & (high <= 1)))  # NaN propagates to the extremes and fails both
-    if not flags or not bool(torch.stack(flags).any()):
+    low, high = torch.aminmax(all_masks)
+    if bool((low >= 0) & (high <= 1)):  # NaN propagates to the extremes and fails both
         return
     for b, t in enumerate(targets):
         masks = t["masks"].double()

@@ -31,24 +31,29 @@ __all__ = ["HungarianMatcher", "pairwise_dice_cost", "pairwise_bce_cost", "pairw
 COST_MASK_TYPES = ("afl", "bce", "focal")
 
 
+def _t(targets):
+    """(..., M, P) -> (..., P, M)."""
+    return targets.transpose(-1, -2)
+
+
 def pairwise_dice_cost(logits, targets):
-    """(N, P) logits, (M, P) targets -> (N, M) dice cost."""
+    """(..., N, P) logits, (..., M, P) targets -> (..., N, M) dice cost (leading dims: a batch of images)."""
     p = logits.sigmoid()
-    numerator = 2 * p @ targets.T
-    denominator = p.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    numerator = 2 * p @ _t(targets)
+    denominator = p.sum(-1)[..., :, None] + targets.sum(-1)[..., None, :]
     return 1 - (numerator + 1) / (denominator + 1)
 
 
 def pairwise_bce_cost(logits, targets):
-    """(N, P), (M, P) -> (N, M) mean binary cross-entropy."""
+    """(..., N, P), (..., M, P) -> (..., N, M) mean binary cross-entropy."""
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[1]
+    return (pos @ _t(targets) + neg @ _t(1 - targets)) / logits.shape[-1]
 
 
 def pairwise_focal_cost(logits, targets, alpha=0.25, gamma=2.0):
-    """(N, P), (M, P) -> (N, M) mean sigmoid focal loss (Lin et al. 2017); alpha < 0 = no alpha weighting
-    (as Mask2Former's batch_sigmoid_focal_loss and our zoo.focal)."""
+    """(..., N, P), (..., M, P) -> (..., N, M) mean sigmoid focal loss (Lin et al. 2017); alpha < 0 = no alpha
+    weighting (as Mask2Former's batch_sigmoid_focal_loss and our zoo.focal)."""
     p = logits.sigmoid()
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
@@ -57,24 +62,31 @@ def pairwise_focal_cost(logits, targets, alpha=0.25, gamma=2.0):
     if alpha >= 0:
         pos = alpha * pos
         neg = (1 - alpha) * neg
-    return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[1]
+    return (pos @ _t(targets) + neg @ _t(1 - targets)) / logits.shape[-1]
 
 
-def pairwise_afl_cost(logits, targets, epsilon=0.5, gamma=2.0, delta=0.4, alpha=1.0, eps=1e-12):
-    """(N, P), (M, P) -> (N, M) official pairwise AFL cost (module docstring; matcher.py L90-126 of the release)."""
-    num_cells, num_targets = logits.shape[1], targets.shape[0]
+def pairwise_afl_cost(logits, targets, epsilon=0.5, gamma=2.0, delta=0.4, alpha=1.0, eps=1e-12, valid=None):
+    """(..., N, P), (..., M, P) -> (..., N, M) official pairwise AFL cost (module docstring; matcher.py L90-126
+    of the release).  ``valid`` (..., M) bool marks the real targets of a padded batch: the weight w sums over
+    those only and counts them as M (padding columns come out finite and are to be ignored)."""
+    num_cells = logits.shape[-1]
     p = logits.sigmoid()
-    s_pos = p @ targets.T
-    s_neg = (1 - p) @ (1 - targets).T
+    s_pos = p @ _t(targets)
+    s_neg = (1 - p) @ _t(1 - targets)
     p_bar = (s_pos + s_neg) / num_cells
     # the foreground count is of target cells > 0.5 (official matcher.py L99-101), not the sum of the targets:
     # the two differ for soft point-sampled targets (num_points > 0)
-    gamma_nm = gamma + 1 - s_pos / ((targets > 0.5).sum(-1).to(p.dtype)[None, :] + eps)
+    gamma_nm = gamma + 1 - s_pos / ((targets > 0.5).sum(-1).to(p.dtype)[..., None, :] + eps)
     b = (1 - p_bar) ** gamma_nm
-    w = num_targets / ((1 + delta * gamma_nm) * b.sum(-1, keepdim=True) + eps)
+    if valid is None:
+        num_targets, b_sum = targets.shape[-2], b.sum(-1, keepdim=True)
+    else:
+        valid = valid.to(p.dtype)[..., None, :]
+        num_targets, b_sum = valid.sum(-1, keepdim=True), (b * valid).sum(-1, keepdim=True)
+    w = num_targets / ((1 + delta * gamma_nm) * b_sum + eps)
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    e = epsilon * (pos @ targets.T) + (1 - epsilon) * (neg @ (1 - targets).T)
+    e = epsilon * (pos @ _t(targets)) + (1 - epsilon) * (neg @ _t(1 - targets))
     return w * b * e / num_cells + epsilon * alpha * (b + 1)
 
 
@@ -103,19 +115,28 @@ class HungarianMatcher(nn.Module):
         self.focal_params = dict(alpha=focal_alpha, gamma=focal_gamma)
 
     def cost_matrix(self, class_logits, mask_logits, labels, target_masks):
-        """(Q, C+1), (Q, h, w), (M,), (M, h, w) -> (Q, M) total cost (fp32)."""
+        """(Q, C+1), (Q, h, w), (M,), (M, h, w) -> (Q, M) total cost (fp32) of one image."""
+        return self.batch_costs(class_logits[None], mask_logits[None], labels[None], target_masks[None])[0]
+
+    def batch_costs(self, class_logits, mask_logits, labels, target_masks, valid=None):
+        """(B, Q, C+1), (B, Q, h, w), (B, M), (B, M, h, w) -> (B, Q, M) total costs (fp32) of B images at once,
+        their targets padded to a common M (``valid`` (B, M) bool: the real ones; the padding columns are finite
+        and meaningless).  A few dozen operators for the batch, where image by image took as many per image:
+        on a GPU each is a kernel launch by the host (a ViT-B step at batch 16 with 10 decoder outputs matched
+        image by image dispatched ~9000).  With ``num_points > 0`` each image gets its own random points."""
         class_logits, mask_logits, target_masks = class_logits.float(), mask_logits.float(), target_masks.float()
-        cost = -class_logits.softmax(-1)[:, labels]
+        num_queries, num_targets = mask_logits.shape[1], target_masks.shape[1]
+        probs = class_logits.softmax(-1)
+        cost = -probs.gather(-1, labels[:, None, :].expand(-1, num_queries, num_targets))
         if self.num_points > 0:
-            coords = torch.rand(1, self.num_points, 2, device=mask_logits.device)
-            x = point_sample(mask_logits[:, None], coords.expand(mask_logits.shape[0], -1, -1),
-                             align_corners=False)[:, 0]
-            y = point_sample(target_masks[:, None], coords.expand(target_masks.shape[0], -1, -1),
-                             align_corners=False)[:, 0]
+            # point_sample treats the queries (targets) of an image as the channels of one map
+            coords = torch.rand(mask_logits.shape[0], self.num_points, 2, device=mask_logits.device)
+            x = point_sample(mask_logits, coords, align_corners=False)
+            y = point_sample(target_masks, coords, align_corners=False)
         else:
-            x, y = mask_logits.flatten(1), target_masks.flatten(1)
+            x, y = mask_logits.flatten(2), target_masks.flatten(2)
         if self.cost_mask_type == "afl":
-            mask_cost = pairwise_afl_cost(x, y, **self.afl_params)
+            mask_cost = pairwise_afl_cost(x, y, **self.afl_params, valid=valid)
         elif self.cost_mask_type == "bce":
             mask_cost = pairwise_bce_cost(x, y)
         else:
@@ -136,33 +157,52 @@ class HungarianMatcher(nn.Module):
     @torch.no_grad()
     def match_many(self, outputs_list, targets):
         """:meth:`forward` for several predictions of the same targets (the final one and the auxiliary ones of
-        deep supervision), with every cost matrix brought to the host in one copy: on a GPU one wait of the host
-        for a step's ~10 decoder outputs instead of one per output.  Returns one list of B pairs per output.
-        With ``num_points > 0`` the random points are drawn output after output, image after image, as
-        :meth:`forward` called on each in turn would draw them."""
-        costs = []  # (output, image) -> (Q, M) cost on the device
-        for k, outputs in enumerate(outputs_list):
-            for b, cost in self._device_costs(outputs, targets).items():
-                costs.append(((k, b), cost))
-        on_host = dict(zip([key for key, _ in costs], host_arrays([cost for _, cost in costs])))
-        return [[self._solve(on_host.get((k, b)), f"image {b}" + (f" of prediction {k}" if k else ""))
-                 for b in range(len(targets))] for k in range(len(outputs_list))]
+        deep supervision): the costs of each prediction's images computed together (:meth:`batch_costs`, the
+        targets padded once), and every cost matrix brought to the host in one copy: on a GPU one wait of the
+        host for a step's ~10 decoder outputs instead of one per output.  Returns one list of B pairs per
+        output.  With ``num_points > 0`` the random points are drawn output after output, as :meth:`forward`
+        called on each in turn would draw them."""
+        counts = [int(t["labels"].shape[0]) for t in targets]
+        padded = self._padded_targets(targets, counts)
+        costs = [self._device_costs(outputs, targets, padded) for outputs in outputs_list]
+        present = [k for k, cost in enumerate(costs) if cost is not None]
+        on_host = dict(zip(present, host_arrays([costs[k] for k in present])))
+        return [[self._solve(on_host[k][b, :, :m] if m else None, f"image {b}" + (f" of prediction {k}" if k else ""))
+                 for b, m in enumerate(counts)] for k in range(len(outputs_list))]
 
-    def _device_costs(self, outputs, targets):
-        """{image: (Q, M) cost on the device} for the images that have targets."""
+    @staticmethod
+    def _padded_targets(targets, counts):
+        """(labels (B, M), masks (B, M, h, w), valid (B, M)) with M the largest target count, or None if no image
+        has a target; one stack when every image has M targets (the usual case: one object per image)."""
+        grids = {tuple(t["masks"].shape[-2:]) for t in targets}
+        if len(grids) > 1:
+            raise ValueError(f"the target masks of a batch must share one grid, got {sorted(grids)}")
+        most = max(counts, default=0)
+        if most == 0:
+            return None
+        if all(m == most for m in counts):
+            labels = torch.stack([t["labels"] for t in targets])
+            masks = torch.stack([t["masks"] for t in targets])
+            return labels, masks, None
+        labels = torch.nn.utils.rnn.pad_sequence([t["labels"] for t in targets], batch_first=True)
+        masks = torch.nn.utils.rnn.pad_sequence([t["masks"] for t in targets], batch_first=True)
+        # made on the host and copied (a host-to-device copy does not wait for the GPU)
+        valid = torch.arange(most)[None, :] < torch.tensor(counts)[:, None]
+        return labels, masks, valid.to(labels.device, non_blocking=True)
+
+    def _device_costs(self, outputs, targets, padded):
+        """(B, Q, M) costs of one prediction on the device, or None when no image has a target."""
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]
         if len(targets) != logits.shape[0]:
             raise ValueError(f"got {len(targets)} target sets for a batch of {logits.shape[0]}")
-        costs = {}
+        if padded is None:
+            return None
+        labels, target_masks, valid = padded
+        if tuple(target_masks.shape[-2:]) != tuple(masks.shape[-2:]):
+            raise ValueError(f"target masks {tuple(target_masks.shape[1:])} and predicted masks "
+                             f"{tuple(masks.shape)} must share the grid")
         with torch.autocast(device_type=masks.device.type, enabled=False):
-            for b, tgt in enumerate(targets):
-                if tgt["labels"].numel() == 0:
-                    continue
-                if tuple(tgt["masks"].shape[-2:]) != tuple(masks.shape[-2:]):
-                    raise ValueError(f"target masks {tuple(tgt['masks'].shape)} and predicted masks "
-                                     f"{tuple(masks.shape)} must share the grid")
-                costs[b] = self.cost_matrix(logits[b], masks[b], tgt["labels"], tgt["masks"])
-        return costs
+            return self.batch_costs(logits, masks, labels, target_masks, valid)
 
     @staticmethod
     def _solve(cost, where):
