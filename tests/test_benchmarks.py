@@ -678,7 +678,8 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     report = _load_tool("check_cuda_sync").main(["--config-file", TINY, "--size", "64", "--warmup", "1",
                                                  "--device", "cpu", "--output", str(out)])
     assert json.loads(out.read_text())["config"]["sync_debug"] == "unavailable"
-    assert set(report["results"]) == {"network", "whole_click", "predictor_click"}
+    assert set(report["results"]) == {"network", "whole_click", "predictor_click", "training_step", "click_round"}
+    assert report["config"]["train_batch"] == 4 and report["config"]["amp"] == "none"
     for stage in report["results"].values():
         assert stage["syncs"] is None and stage["events"] == []
         ops = stage["operators"]
@@ -690,6 +691,15 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     # model's input checks (the zoom-in region and the result come back as host copies, not as reads)
     predictor = report["results"]["predictor_click"]["operators"]
     assert predictor["host_reads"] == 1 and predictor["compute"] > network["compute"]
+    # a training step (no click round) reads three values: the input checks' flag, the targets' one unique and
+    # the gradients' finiteness flag (the fused optimizer reads none: the default Adam read one per parameter);
+    # a click round reads its logits' flag
+    step = report["results"]["training_step"]["operators"]
+    assert step["host_reads"] == 3 and step["compute"] > 2 * network["compute"], step
+    assert report["results"]["click_round"]["operators"]["host_reads"] == 1
+    skipped = _load_tool("check_cuda_sync").main(["--config-file", TINY, "--size", "64", "--warmup", "1",
+                                                  "--device", "cpu", "--train-batch", "0", "--output", str(out)])
+    assert set(skipped["results"]) == {"network", "whole_click", "predictor_click"}
 
 
 def test_run_info_records_the_cpu_model_and_load_average(monkeypatch):

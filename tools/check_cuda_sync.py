@@ -10,7 +10,13 @@ makes them once per input size), with the debug mode set to ``"warn"``:
   mask copied back: at least the final device-to-host copy synchronises, by design;
 * ``predictor_click``: ``InteractivePredictor.add_click`` with the config's zoom-in and flip (the protocol's
   click, as an annotation tool makes it): by design one flag of the model's input checks, with zoom-in the
-  previous mask's row and column flags copied to the host for the region, and the probabilities copied back.
+  previous mask's row and column flags copied to the host for the region, and the probabilities copied back;
+* ``training_step`` and ``click_round`` (``--train-batch`` samples, default 4; 0 skips them): the trainer's step
+  (``IterativeClickTrainer.run_step`` without click rounds: forward, losses, backward, optimizer, with
+  ``--train-amp``, default bf16 on CUDA) and one no-grad click round, on a separate model in train mode fed mapped
+  synthetic samples (``adaptiveclick.utils.bench.prepare_train_step``); by design a few per step: the input
+  checks' flag, the targets' ``unique``, the matching costs and the losses copied to the host, the gradients'
+  finiteness flag (README, "Host synchronisations of a training step").
 
 Every synchronising call is recorded with the line of our code that made it (PyTorch reports each as a
 ``UserWarning``); the JSON lists them per stage and the exit status is 1 when the network made any.  Each stage
@@ -31,9 +37,9 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
-                                       cli_load_config, click_batch, click_inputs, forward_only_fn, save_report,
-                                       synchronize, whole_click_fn)
+from adaptiveclick.utils.bench import (AMP_CHOICES, benchmark_parser, build_benchmark_model,  # noqa: E402
+                                       check_cli_args, cli_load_config, click_batch, click_inputs, forward_only_fn,
+                                       prepare_train_step, save_report, synchronize, whole_click_fn)
 from adaptiveclick.utils.op_count import count_operators  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,13 +101,31 @@ def predictor_click_fn(model, cfg, image, clicks, device):
     return click
 
 
+def measure_stage(fn, device, iters):
+    """``iters`` runs of ``fn`` under the sync debug mode (CUDA), then one more counting its operators."""
+    events_all = []
+    for _ in range(iters):
+        _, events = record_syncs(fn, device)
+        if events is not None:
+            events_all += events
+    return {"syncs": None if device.type != "cuda" else len(events_all) / iters, "events": events_all[:50],
+            # one more run, outside the debug mode: the operators it dispatches (kernel launches)
+            "operators": count_operators(fn)[0]}
+
+
 def main(argv=None):
     ap = benchmark_parser(__doc__, os.path.join("output", "benchmarks", "cuda_sync.json"), iters=1, warmup=2)
     ap.add_argument("--config-file", default="configs/sbd/adaptiveclick_vit_b_448.yaml", metavar="FILE")
     ap.add_argument("--size", type=int, default=448, help="square image side in pixels")
     ap.add_argument("--num-clicks", type=int, default=5, help="clicks in the input")
+    ap.add_argument("--train-batch", type=int, default=4,
+                    help="samples of the training_step and click_round stages (0 = skip them)")
+    ap.add_argument("--train-amp", default=None, choices=sorted(AMP_CHOICES),
+                    help="autocast of the training step (default: bf16 on CUDA, none on the CPU)")
     args = ap.parse_args(argv)
-    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 1, "--size": 32, "--num-clicks": 1})
+    device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 1, "--size": 32, "--num-clicks": 1,
+                                       "--train-batch": 0})
+    amp = args.train_amp or ("bf16" if device.type == "cuda" else "none")
     if not os.path.isfile(args.config_file):
         ap.error(f"config file not found: {args.config_file}")
     cfg = cli_load_config(ap, args.config_file, args.opts, device)
@@ -121,15 +145,17 @@ def main(argv=None):
         synchronize(device)
         stages = {}
         for name, fn in (("network", network), ("whole_click", whole_click), ("predictor_click", predictor_click)):
-            events_all = []
-            for _ in range(args.iters):
-                _, events = record_syncs(fn, device)
-                if events is not None:
-                    events_all += events
-            stages[name] = {"syncs": None if device.type != "cuda" else len(events_all) / args.iters,
-                            "events": events_all[:50],
-                            # one more run, outside the debug mode: the operators it dispatches (kernel launches)
-                            "operators": count_operators(fn)[0]}
+            stages[name] = measure_stage(fn, device, args.iters)
+    if args.train_batch:
+        del whole_click, network, predictor_click, model  # the training model's turn
+        setup = prepare_train_step(cfg, args.config_file, args.train_batch, amp, device, click_rounds=1,
+                                   seed=args.seed)
+        for _ in range(args.warmup):
+            setup.step()
+            setup.rounds()
+        synchronize(device)
+        stages["training_step"] = measure_stage(setup.step, device, args.iters)
+        stages["click_round"] = measure_stage(setup.rounds, device, args.iters)
     status = "unavailable" if device.type != "cuda" else "warn"
     for name, stage in stages.items():
         where = sorted({e["where"] for e in stage["events"]})
@@ -140,7 +166,8 @@ def main(argv=None):
               flush=True)
     report = save_report("cuda_sync", {"config_file": args.config_file, "overrides": list(args.opts),
                                        "image_size": [args.size, args.size], "num_clicks": args.num_clicks,
-                                       "warmup": args.warmup, "iters": args.iters, "sync_debug": status},
+                                       "warmup": args.warmup, "iters": args.iters, "sync_debug": status,
+                                       "train_batch": args.train_batch, "amp": amp if args.train_batch else None},
                          device, stages, args.output)
     if device.type == "cuda" and stages["network"]["syncs"]:
         print("the network's forward synchronises with the host: see 'events' in the JSON", file=sys.stderr)

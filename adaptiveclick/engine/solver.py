@@ -6,6 +6,7 @@ over a multi-step schedule, stepped per iteration) with the epoch milestones con
 ``SOLVER.STEPS``; ``WARMUP_ITERS = 0`` means no warm-up, so the LR equals the official one at every step.
 """
 
+import logging
 import re
 from typing import Callable, Iterable, Optional
 
@@ -80,7 +81,15 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     if len(s.BETAS) != 2:
         raise ValueError(f"SOLVER.BETAS must have 2 entries, got {s.BETAS!r}")
     opt = torch.optim.Adam if name == "ADAM" else torch.optim.AdamW
-    return opt(params, lr=s.BASE_LR, betas=tuple(float(b) for b in s.BETAS), eps=s.EPS)
+    kwargs = dict(lr=s.BASE_LR, betas=tuple(float(b) for b in s.BETAS), eps=s.EPS)
+    if not isinstance(s.FUSED, bool):
+        raise ValueError(f"SOLVER.FUSED must be true or false, got {s.FUSED!r}")
+    if s.FUSED:
+        try:
+            return opt(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError) as e:  # a device or torch without the fused kernel
+            logging.getLogger(__name__).info(f"fused {name} unavailable ({e}); using the default implementation")
+    return opt(params, **kwargs)
 
 
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], clip_type: str, clip_value: float,

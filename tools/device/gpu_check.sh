@@ -12,7 +12,8 @@
 #   5. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32, all three
 #      resident and timed interleaved (peak memory from each alone first); if that fails without a report,
 #      ours alone (tools/benchmark_train.py, also the step when .official/ is absent)
-#   6. host synchronisation of the network and of a whole click (tools/check_cuda_sync.py)
+#   6. host synchronisation of the network, of a whole click, of a predictor click and of a ViT-B training step
+#      (batch 4, bf16) and click round (tools/check_cuda_sync.py)
 #   7. ms per click of the predictor, eager, ViT-B and ViT-H
 #   8. the predictor with compile=True (CUDA graphs), ViT-B bf16: its own step, last but two, as a cold
 #      compile may take minutes
@@ -99,7 +100,7 @@ if [ ! -f "$OUT/official_train.json" ]; then  # no side-by-side report (no .offi
   run_step train 110 "$PY" tools/benchmark_train.py --device cuda --iters 5 --warmup 2 --click-rounds 1 \
     --output "$OUT/train.json"
 fi
-run_step cuda_sync 45 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
+run_step cuda_sync 75 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
 run_step inference 75 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
   configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --iters 20 --warmup 5 \
   --output "$OUT/inference.json"
