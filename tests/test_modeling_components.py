@@ -494,6 +494,9 @@ def test_matcher_refuses_targets_on_different_grids():
                {"labels": torch.ones(1, dtype=torch.long), "masks": torch.ones(1, 5, 4)}]
     with pytest.raises(ValueError, match="share one grid"):
         HungarianMatcher()(outputs, targets)
+    crit = SetCriterion(HungarianMatcher(), _RecordingLoss(), _RecordingLoss())
+    with pytest.raises(ValueError, match="share one grid"):
+        crit(outputs, targets)
     targets[1]["masks"] = torch.ones(1, 5, 5)
     targets[0]["masks"] = torch.ones(1, 5, 5)
     with pytest.raises(ValueError, match="must share the grid"):

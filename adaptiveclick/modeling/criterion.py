@@ -116,6 +116,9 @@ class SetCriterion(nn.Module):
         # the batch's targets concatenated once, and the matched pairs of every prediction as index tensors made
         # on the host and copied at once: a few operators per prediction where image by image took ~40 (on a
         # GPU each a kernel launch by the host)
+        grids = {tuple(t["masks"].shape[1:]) for t in targets}
+        if len(grids) > 1:
+            raise ValueError(f"the target masks of a batch must share one grid, got {sorted(grids)}")
         all_labels = torch.cat([t["labels"] for t in targets]).to(device)
         all_masks = torch.cat([t["masks"] for t in targets]).to(device)
         _check_target_values(all_masks, targets)  # first: bad targets would show up as non-finite matching costs
@@ -150,7 +153,7 @@ def _pair_indices(all_indices, counts, device):
             raise ValueError(f"the matcher returned {len(indices)} index pairs for a batch of {len(counts)}")
         image, query, target = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for b, (src, tgt) in enumerate(indices):
-            src, tgt = np.asarray(src, dtype=np.int64).reshape(-1), np.asarray(tgt, dtype=np.int64).reshape(-1)
+            src, tgt = _host_indices(src), _host_indices(tgt)
             if src.shape != tgt.shape:
                 raise ValueError(f"the matcher paired {src.size} queries with {tgt.size} targets in image {b}")
             image.append(np.full(src.size, b, dtype=np.int64))
@@ -161,6 +164,13 @@ def _pair_indices(all_indices, counts, device):
     flat = torch.from_numpy(np.concatenate(blocks, axis=1) if blocks else np.zeros((3, 0), np.int64))
     flat = flat.to(device, non_blocking=True)
     return [tuple(part.unbind(0)) for part in flat.split(sizes, dim=1)] if blocks else []
+
+
+def _host_indices(index):
+    """A matcher's index tensor (ours: on the host; another's may be on the device) as a flat int64 array."""
+    if isinstance(index, torch.Tensor):
+        index = index.detach().cpu().numpy()
+    return np.asarray(index, dtype=np.int64).reshape(-1)
 
 
 def _check_target_values(all_masks, targets):
