@@ -211,6 +211,10 @@ def test_targets_of_a_batch_match_the_per_image_rule():
             assert torch.equal(t["labels"], labels) and torch.equal(t["masks"], masks), mode
     assert [len(t["labels"]) for t in build_targets(gts, (4, 4), "official")][1:3] == [0, 0]
     assert build_targets(gts[:0], (4, 4), "official") == [] and build_targets(gts[:0], (4, 4), "clean") == []
+    # the official targets' masks are made for the whole batch at once: the operators do not grow with it
+    few, _ = count_operators(lambda: build_targets(gts[:2], (4, 4), "official"))
+    many, _ = count_operators(lambda: build_targets(gts, (4, 4), "official"))
+    assert few["compute"] == many["compute"], (few, many)
 
 
 def test_clean_targets_hand_example():

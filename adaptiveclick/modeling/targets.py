@@ -53,10 +53,12 @@ def build_targets(gt_masks, size, mode="official"):
     image = torch.arange(batch, device=device, dtype=flat.dtype)[:, None].expand_as(flat)
     pairs = torch.unique(torch.stack([image, flat], -1).reshape(-1, 2), dim=0).cpu().numpy()
     labels = [np.trunc(pairs[pairs[:, 0] == b, 1]).astype(np.int64)[1:] for b in range(batch)]  # first dropped
-    # every image's labels in one host-to-device copy, split into views
-    all_labels = torch.from_numpy(np.concatenate(labels)).to(device, non_blocking=True)
+    # every image's labels with their image index in one host-to-device copy; the masks of all images made by
+    # one comparison (a few operators for the batch, not two per image: kernel launches on a GPU), then split
+    # into per-image views
+    counts = [len(v) for v in labels]
+    rows = np.stack([np.concatenate(labels), np.repeat(np.arange(batch, dtype=np.int64), counts)])
+    all_labels, image_of = torch.from_numpy(rows).to(device, non_blocking=True).unbind(0)
     classes = resized.trunc().long()
-    targets = []
-    for value_map, lab in zip(classes, torch.split(all_labels, [len(v) for v in labels])):
-        targets.append({"labels": lab, "masks": (value_map[None] == lab[:, None, None]).float()})
-    return targets
+    masks = (classes[image_of] == all_labels[:, None, None]).float()
+    return [{"labels": lab, "masks": m} for lab, m in zip(torch.split(all_labels, counts), torch.split(masks, counts))]
