@@ -409,8 +409,8 @@ def test_matcher_match_many_equals_forward_per_prediction_with_one_copy(monkeypa
     from adaptiveclick.modeling import matcher as matcher_module
 
     g = torch.Generator().manual_seed(7)
-    predictions = [{"pred_logits": torch.randn(3, 4, 2, generator=g), "pred_masks": torch.randn(3, 4, 6, 6, generator=g) * 3}
-                   for _ in range(3)]
+    predictions = [{"pred_logits": torch.randn(3, 4, 2, generator=g),
+                    "pred_masks": torch.randn(3, 4, 6, 6, generator=g) * 3} for _ in range(3)]
     targets = [{"labels": torch.ones(m, dtype=torch.long), "masks": (torch.rand(m, 6, 6, generator=g) > 0.5).float()}
                for m in (2, 0, 3)]  # the middle image has no target
     for num_points in (0, 9):
@@ -443,8 +443,8 @@ def test_matcher_batch_costs_with_padded_targets_equal_the_per_image_costs(mask_
     g = torch.Generator().manual_seed(11)
     q, counts = 4, (2, 0, 3, 1)
     outputs = {"pred_logits": torch.randn(4, q, 2, generator=g), "pred_masks": torch.randn(4, q, 5, 6, generator=g) * 3}
-    targets = [{"labels": torch.randint(0, 2, (m,), generator=g), "masks": (torch.rand(m, 5, 6, generator=g) > 0.6).float()}
-               for m in counts]
+    targets = [{"labels": torch.randint(0, 2, (m,), generator=g),
+                "masks": (torch.rand(m, 5, 6, generator=g) > 0.6).float()} for m in counts]
     matcher = HungarianMatcher(cost_mask_type=mask_type)
     labels, masks, valid = matcher._padded_targets(targets, list(counts))
     assert masks.shape == (4, 3, 5, 6) and valid.tolist() == [[m > j for j in range(3)] for m in counts]
@@ -574,8 +574,8 @@ def test_criterion_operators_do_not_grow_with_the_batch():
                         "pred_masks": torch.randn(b, 3, 6, 6, generator=g)}
         outputs = pred()
         outputs["aux_outputs"] = [pred(), pred()]
-        targets = [{"labels": torch.ones(1, dtype=torch.long), "masks": (torch.rand(1, 6, 6, generator=g) > 0.5).float()}
-                   for _ in range(b)]
+        targets = [{"labels": torch.ones(1, dtype=torch.long),
+                    "masks": (torch.rand(1, 6, 6, generator=g) > 0.5).float()} for _ in range(b)]
         return outputs, targets
 
     crit = SetCriterion(HungarianMatcher(), adaptive_focal_loss, dice)

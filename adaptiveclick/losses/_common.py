@@ -13,7 +13,7 @@ import numbers
 import torch
 
 __all__ = ["prepare", "reduce_map", "reduce_rows", "check_num_masks", "one_minus_pt", "empty_loss",
-           "targets_checked", "targets_are_checked"]
+           "targets_checked", "targets_are_checked", "in_unit_interval", "check_unit_interval"]
 
 # set while a caller that has already checked the targets' values runs the losses (see targets_checked)
 _TARGETS_CHECKED = contextvars.ContextVar("adaptiveclick_loss_targets_checked", default=False)
@@ -59,15 +59,27 @@ def prepare(logits, targets, name):
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     x = logits.to(dtype)
     y = targets.to(dtype)
-    # one flag read on the host (on a GPU each read waits for it; the criterion checks ~20 maps per step): the
-    # minimum and maximum are NaN if any target is, and every comparison with NaN is False
-    if y.numel() and not targets_are_checked():
-        low, high = torch.aminmax(y)
-        if not bool((low >= 0) & (high <= 1)):
-            if torch.isnan(y).any():
-                raise ValueError(f"{name}: targets contain NaN")
-            raise ValueError(f"{name}: targets must lie in [0, 1], got values in [{low.item()}, {high.item()}]")
+    if not targets_are_checked():
+        check_unit_interval(y, f"{name}: targets")
     return x, y
+
+
+def in_unit_interval(t):
+    """Whether every value of ``t`` lies in [0, 1], with one flag read on the host (on a GPU each read waits for
+    it): the minimum and maximum are NaN if any value is, and every comparison with NaN is False."""
+    low, high = torch.aminmax(t)
+    return bool((low >= 0) & (high <= 1))
+
+
+def check_unit_interval(t, what):
+    """ValueError naming ``what`` ("... contain NaN" / "... must lie in [0, 1], got values in [lo, hi]") unless
+    every value of ``t`` lies in [0, 1]; one host read when they do (:func:`in_unit_interval`)."""
+    if t.numel() == 0 or in_unit_interval(t):
+        return
+    if torch.isnan(t).any():
+        raise ValueError(f"{what} contain NaN")
+    low, high = torch.aminmax(t)
+    raise ValueError(f"{what} must lie in [0, 1], got values in [{low.item()}, {high.item()}]")
 
 
 def reduce_map(loss_map, logits, num_masks, name):

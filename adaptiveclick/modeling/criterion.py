@@ -25,6 +25,9 @@ from detectron2.projects.point_rend.point_features import (get_uncertain_point_c
 from detectron2.utils import comm
 
 from adaptiveclick.losses import targets_are_checked, targets_checked
+from adaptiveclick.losses._common import check_unit_interval, in_unit_interval
+
+from .matcher import check_one_grid
 
 __all__ = ["SetCriterion", "CLASS_WEIGHT_MODES"]
 
@@ -116,9 +119,7 @@ class SetCriterion(nn.Module):
         # the batch's targets concatenated once, and the matched pairs of every prediction as index tensors made
         # on the host and copied at once: a few operators per prediction where image by image took ~40 (on a
         # GPU each a kernel launch by the host)
-        grids = {tuple(t["masks"].shape[1:]) for t in targets}
-        if len(grids) > 1:
-            raise ValueError(f"the target masks of a batch must share one grid, got {sorted(grids)}")
+        check_one_grid(targets)
         all_labels = torch.cat([t["labels"] for t in targets]).to(device)
         all_masks = torch.cat([t["masks"] for t in targets]).to(device)
         _check_target_values(all_masks, targets)  # first: bad targets would show up as non-finite matching costs
@@ -179,13 +180,7 @@ def _check_target_values(all_masks, targets):
     for them); the error names the first bad image of ``targets``."""
     if targets_are_checked() or all_masks.numel() == 0 or all_masks.dtype == torch.bool:
         return
-    low, high = torch.aminmax(all_masks)
-    if bool((low >= 0) & (high <= 1)):  # NaN propagates to the extremes and fails both
+    if in_unit_interval(all_masks):
         return
     for b, t in enumerate(targets):
-        masks = t["masks"].double()
-        if masks.numel() and torch.isnan(masks).any():
-            raise ValueError(f"target masks of image {b} contain NaN")
-        if masks.numel() and not bool((masks.min() >= 0) & (masks.max() <= 1)):
-            raise ValueError(f"target masks of image {b} must lie in [0, 1], got values in "
-                             f"[{float(masks.min())}, {float(masks.max())}]")
+        check_unit_interval(t["masks"], f"target masks of image {b}")

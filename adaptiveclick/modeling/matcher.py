@@ -25,7 +25,7 @@ from detectron2.projects.point_rend.point_features import point_sample
 
 from adaptiveclick.utils.host import host_arrays
 
-__all__ = ["HungarianMatcher", "pairwise_dice_cost", "pairwise_bce_cost", "pairwise_focal_cost",
+__all__ = ["HungarianMatcher", "check_one_grid", "pairwise_dice_cost", "pairwise_bce_cost", "pairwise_focal_cost",
            "pairwise_afl_cost", "COST_MASK_TYPES"]
 
 COST_MASK_TYPES = ("afl", "bce", "focal")
@@ -88,6 +88,14 @@ def pairwise_afl_cost(logits, targets, epsilon=0.5, gamma=2.0, delta=0.4, alpha=
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
     e = epsilon * (pos @ _t(targets)) + (1 - epsilon) * (neg @ _t(1 - targets))
     return w * b * e / num_cells + epsilon * alpha * (b + 1)
+
+
+def check_one_grid(targets):
+    """ValueError unless the target masks of a batch (B dicts with "masks" (M, h, w)) share one (h, w) grid: the
+    batch's targets are stacked or concatenated."""
+    grids = {tuple(t["masks"].shape[-2:]) for t in targets}
+    if len(grids) > 1:
+        raise ValueError(f"the target masks of a batch must share one grid, got {sorted(grids)}")
 
 
 class HungarianMatcher(nn.Module):
@@ -174,9 +182,7 @@ class HungarianMatcher(nn.Module):
     def _padded_targets(targets, counts):
         """(labels (B, M), masks (B, M, h, w), valid (B, M)) with M the largest target count, or None if no image
         has a target; one stack when every image has M targets (the usual case: one object per image)."""
-        grids = {tuple(t["masks"].shape[-2:]) for t in targets}
-        if len(grids) > 1:
-            raise ValueError(f"the target masks of a batch must share one grid, got {sorted(grids)}")
+        check_one_grid(targets)
         most = max(counts, default=0)
         if most == 0:
             return None

@@ -247,19 +247,19 @@ class _ClickModel(nn.Module):
         # with the GPU's work; from pageable memory they are ordinary synchronous copies
         moved = [x["image"].to(device, non_blocking=True) for x in batched_inputs]
         image_sizes = [(int(m.shape[-2]), int(m.shape[-1])) for m in moved]
-        if _stackable(moved, div):
-            # the common case (a predictor's click, a training batch of equal crops): no padding to do, so the
-            # batch is normalised as one tensor; detectron2's ImageList costs ~10 small operators per call
-            images = (_stack(moved).float() - self.pixel_mean) / self.pixel_std
-        else:
-            images = ImageList.from_tensors([(m.float() - self.pixel_mean) / self.pixel_std for m in moved],
-                                            size_divisibility=div, pad_value=0.0).tensor
-        padded = tuple(images.shape[-2:])
 
         def pad(maps):
+            # the common case (a predictor's click, a training batch of equal crops) needs no padding: stacked,
+            # where detectron2's ImageList costs ~10 small operators per call
             if _stackable(maps, div):
                 return _stack(maps)
             return ImageList.from_tensors(maps, size_divisibility=div, pad_value=0).tensor
+
+        if _stackable(moved, div):  # no padding: the batch is normalised as one tensor
+            images = (_stack(moved).float() - self.pixel_mean) / self.pixel_std
+        else:
+            images = pad([(m.float() - self.pixel_mean) / self.pixel_std for m in moved])
+        padded = tuple(images.shape[-2:])
 
         prev = pad([x["prev_mask"].to(device, non_blocking=True).float() if x.get("prev_mask") is not None
                     else torch.zeros((1,) + tuple(x["image"].shape[-2:]), device=device) for x in batched_inputs])

@@ -4,5 +4,5 @@ from .function import ENV_VAR, IMPLS, extension_status, ms_deform_attn, resolve_
 from .module import MSDeformAttn, offset_normalizer_of
 from .reference import ms_deform_attn_pytorch
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttn", "offset_normalizer_of", "resolve_impl", "extension_status",
-           "IMPLS", "ENV_VAR"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttn", "offset_normalizer_of", "resolve_impl",
+           "extension_status", "IMPLS", "ENV_VAR"]

@@ -102,8 +102,7 @@ class MSDeformAttn(nn.Module):
         elif tuple(offset_normalizer.shape) != (self.n_levels, 2) or offset_normalizer.dtype != torch.float32:
             raise ValueError(f"MSDeformAttn: offset_normalizer must be a float32 ({self.n_levels}, 2) tensor, got "
                              f"{offset_normalizer.dtype} {tuple(offset_normalizer.shape)}")
-        normalizer = offset_normalizer
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        locations = reference_points[:, :, None, :, None, :] + offsets / offset_normalizer[None, None, None, :, None, :]
         # One dtype for the op: under autocast the projections are low precision while the reference points
         # are fp32; sampling coordinates need fp32 precision, so promote.
         dtype = torch.promote_types(value.dtype, locations.dtype)

@@ -113,9 +113,10 @@ class DeformableEncoder(nn.Module):
 
     def _index_tensors(self, shapes, device):
         """``spatial_shapes``, ``level_start_index``, the (1, S, L, 2) reference points and the layers' offset
-        normaliser for these level sizes, made once per (sizes, device) and reused (:func:`shape_constant`): the operator's input check then reads
-        the index values from the GPU only once (no host synchronisation in later forwards; see ``_INDEX_CACHE``
-        of the op), and the reference points cost no kernel launches after the first forward.  Under
+        normaliser for these level sizes, made once per (sizes, device) and reused (:func:`shape_constant`): the
+        operator's input check then reads the index values from the GPU only once (no host synchronisation in
+        later forwards; see ``_INDEX_CACHE`` of the op), and the reference points and the normaliser cost no
+        kernel launches after the first forward.  Under
         ``torch.compile`` the graph makes them from the Python sizes (the op's check, which reads values, is
         skipped while compiling) and the cache is untouched."""
         return shape_constant(self._index_cache, (shapes, str(device)),
