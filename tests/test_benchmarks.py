@@ -68,7 +68,7 @@ def tool_runs(tmp_path_factory):
     specs = {
         "inference": ("benchmark_inference.py",
                       ["--config-file", TINY, "--size", "64", "--iters", "2", "--warmup", "0", "--device", "cpu",
-                       "--dtype", "fp32", "bf16", "int8", "--predictor", "--predictor-clicks", "2"]),
+                       "--dtype", "fp32", "bf16", "int8", "--predictor", "--predictor-clicks", "2", "--cuda-graph"]),
         "train": ("benchmark_train.py",
                   ["--config-file", TINY, "--batch", "2", "--size", "64", "--iters", "2", "--warmup", "0",
                    "--click-rounds", "2", "--amp", "none", "--device", "cpu"]),
@@ -76,7 +76,7 @@ def tool_runs(tmp_path_factory):
     if HAS_OFFICIAL:
         specs["official"] = ("benchmark_official.py",
                              ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--iters", "2", "--warmup",
-                              "0", "--dtype", "fp32", "int8", "--device", "cpu"])
+                              "0", "--dtype", "fp32", "int8", "--device", "cpu", "--cuda-graph"])
         specs["official_train"] = ("benchmark_official.py",
                                    ["--official-root", OFFICIAL_ROOT, "--config-file", TINY, "--train", "--batch", "2",
                                     "--iters", "2", "--warmup", "0", "--click-rounds", "1", "--device", "cpu"])
@@ -427,10 +427,14 @@ def test_benchmark_inference_tiny(tool_runs):
         _check_timing(r["forward"], 2)
         _check_timing(r["whole_click"], 2)
         assert r["peak_memory_mb"] > 0 and r["peak_memory_kind"].startswith("cpu_max_rss")
-        assert set(r["predictor_add_click"]) == {"plain", "zoom_in+flip"}
+        assert set(r["predictor_add_click"]) == {"plain", "zoom_in+flip", "plain+graph", "zoom_in+flip+graph"}
         for name, p in r["predictor_add_click"].items():
             _check_timing(p, 2)
-            assert (p["zoom_in"], p["flip"]) == ((False, False) if name == "plain" else (True, True))
+            assert (p["zoom_in"], p["flip"]) == ((False, False) if name.startswith("plain") else (True, True))
+            assert p["cuda_graph"] == name.endswith("+graph") and not p["compile"]
+            if p["cuda_graph"]:  # on the CPU nothing is recorded: 2 timed clicks, one network call each
+                counts = (p["graph_captures"], p["graph_replays"], p["eager_calls"], p["graph_failure"])
+                assert counts == (0, 0, 2, None)
     assert "whole click ms" in stdout and "add_click zoom_in+flip ms" in stdout  # the table
 
 
@@ -485,6 +489,16 @@ def test_benchmark_official_tiny(tool_runs):
         per_round = np.array(r["ours"][kind]["times_ms"]) / np.array(r["official"][kind]["times_ms"])
         assert len(per_round) == 2 and ratio[f"{kind}_paired"] == pytest.approx(np.median(per_round))
     assert "click official ms" in stdout and "paired ratio" in stdout
+    for row in (r, r8):  # --cuda-graph: ours again in the same rounds; on the CPU every call runs eagerly
+        g = row["ours_cuda_graph"]
+        _check_timing(g["forward"], 2)
+        _check_timing(g["whole_click"], 2)
+        assert (g["captures"], g["replays"], g["eager_calls"], g["failure"]) == (0, 0, 4, None)
+        per_round = np.array(g["whole_click"]["times_ms"]) / np.array(row["official"]["whole_click"]["times_ms"])
+        assert g["ratio_over_official"]["whole_click_paired"] == pytest.approx(np.median(per_round))
+    assert "ratio_over_official_fp32" not in r["ours_cuda_graph"]
+    assert "ratio_over_official_fp32" in r8["ours_cuda_graph"]
+    assert "ours with CUDA graphs" in stdout
 
 
 def test_count_operators_hand_example():
@@ -1121,6 +1135,14 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
     official = {"complete": False, "run": {"device": "H200", "cuda_fp32": {"cudnn_allow_tf32": True,
                                                                           "matmul_allow_tf32": False}},
                 "results": [click_row("base", 4.9, 0.30), click_row("huge", 30.0, 0.34)]}
+    # ours with CUDA graphs (--cuda-graph): ViT-B 5.1 ms (over the limit), ViT-H at 0.2 of the official fp32
+    official["results"][0]["ours_cuda_graph"] = {
+        "forward": {"median_ms": 4.0}, "whole_click": {"median_ms": 5.1}, "captures": 1, "replays": 34,
+        "eager_calls": 1, "failure": None, "ratio_over_official": {"whole_click_paired": 0.4},
+        "ratio_over_official_fp32": {"whole_click_paired": 0.31}, "ratio_over_ours_eager": {"whole_click_paired": 1.04}}
+    official["results"][1]["ours_cuda_graph"] = {
+        "forward": {"median_ms": 20.0}, "whole_click": {"median_ms": 21.0}, "captures": 1, "replays": 34,
+        "eager_calls": 1, "failure": "RuntimeError('x')", "ratio_over_official_fp32": {"whole_click_paired": 0.2}}
     (tmp_path / "official.json").write_text(json.dumps(official))
     sync = {"run": {}, "results": {"network": {"syncs": 0.0, "events": [],
                                                "operators": {"compute": 671, "metadata": 1220, "host_reads": 0}},
@@ -1133,7 +1155,13 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
     assert met["ViT-H bf16 whole click / official fp32 <= 1/3"] is False
     assert met["host synchronisations in the network's forward == 0"] is True
     assert met["training: samples/s ours / official >= 2 (no side-by-side report)"] is None
+    assert met["ViT-B bf16 whole click, CUDA graphs <= 5 ms"] is False
+    assert met["ViT-B bf16 whole click, CUDA graphs / official fp32 <= 1/3"] is True
+    assert met["ViT-H bf16 whole click, CUDA graphs / official fp32 <= 1/3"] is True
     text, _ = summarize.summarize(str(tmp_path))
+    assert "| base | bf16 | 4.00 | 5.10 | 1.040 | 0.400 | 0.310 | 1 recorded, 34 replays, 1 eager |" in text
+    assert "| huge | bf16 | 20.00 | 21.00 | n/a | n/a | 0.200 | 1 recorded, 34 replays, 1 eager, fell back: " \
+           "RuntimeError('x') |" in text
     assert "INCOMPLETE" in text and "predictor.py:51" in text and "Device: H200" in text
     assert "| network | 0 | 671 | 1220 |  |" in text and "| whole_click | 2 | n/a | n/a | predictor.py:51 |" in text
     assert "fp32 convolutions in TF32: True" in text

@@ -13,7 +13,10 @@ runs after ``--warmup`` untimed ones, of
   zoom-in and flip off (``plain``) and on (``zoom_in+flip``); the click history is reset (inside the timed
   call) after every ``--predictor-clicks`` clicks; with ``--compile`` also both settings with
   ``compile=True`` (``plain+compile``, ``zoom_in+flip+compile``: torch.compile of the network, CUDA graphs on
-  CUDA, compiled during the warm-up; the JSON says whether compiling fell back to eager);
+  CUDA, compiled during the warm-up; the JSON says whether compiling fell back to eager); with
+  ``--cuda-graph`` also both with ``cuda_graph=True`` (``plain+graph``, ``zoom_in+flip+graph``: the eager
+  network recorded as CUDA graphs at the second click of each input size and replayed; the JSON counts the
+  recordings, replays and eager calls);
 
 plus the peak memory (CUDA: max allocated tensor memory; CPU: process-wide max RSS, see
 adaptiveclick/utils/bench.py) and the parameter count.  Default precisions: fp32 on the CPU (bf16 autocast is
@@ -68,24 +71,30 @@ def zoom_in_params(cfg):
     return ZoomInParams.from_config(z)
 
 
-def predictor_settings(compile_too):
-    """(name, zoom_in, flip, compile) of the timed predictor settings; ``+compile`` variants with ``--compile``."""
-    out = [(name, z, f, False) for name, (z, f) in PREDICTOR_SETTINGS.items()]
+def predictor_settings(compile_too, graph_too=False):
+    """(name, zoom_in, flip, compile, cuda_graph) of the timed predictor settings; ``+compile`` variants with
+    ``--compile``, ``+graph`` variants (``cuda_graph=True``) with ``--cuda-graph``."""
+    out = [(name, z, f, False, False) for name, (z, f) in PREDICTOR_SETTINGS.items()]
     if compile_too:
-        out += [(name + "+compile", z, f, True) for name, (z, f) in PREDICTOR_SETTINGS.items()]
+        out += [(name + "+compile", z, f, True, False) for name, (z, f) in PREDICTOR_SETTINGS.items()]
+    if graph_too:
+        out += [(name + "+graph", z, f, False, True) for name, (z, f) in PREDICTOR_SETTINGS.items()]
     return out
 
 
-def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_per_session, seed, compile_too=False):
+def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_per_session, seed, compile_too=False,
+                      graph_too=False):
     """ms per ``add_click`` of ``InteractivePredictor`` in each setting of :func:`predictor_settings` (zoom-in
     parameters and threshold of ``cfg.TEST.NOC``).  Compiled settings compile during the warm-up clicks (one
-    compilation per input shape: the full image, then the zoom-in target size)."""
+    compilation per input shape: the full image, then the zoom-in target size); graphed settings record each
+    shape at its second click."""
     InteractivePredictor = import_interactive_predictor()
     out = {}
     h, w = image.shape[:2]
-    for name, zoom_in, flip, compiled in predictor_settings(compile_too):
+    for name, zoom_in, flip, compiled, graphed in predictor_settings(compile_too, graph_too):
         predictor = InteractivePredictor(model, device=device, zoom_in=zoom_in_params(cfg) if zoom_in else False,
-                                         flip=flip, threshold=cfg.TEST.NOC.PRED_THRESHOLD, compile=compiled)
+                                         flip=flip, threshold=cfg.TEST.NOC.PRED_THRESHOLD, compile=compiled,
+                                         cuda_graph=graphed)
         predictor.set_image(image)
         rng = np.random.default_rng(seed)
         points = [(int(r), int(c)) for r, c in zip(rng.integers(h // 4, 3 * h // 4, 64),
@@ -104,13 +113,19 @@ def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_pe
         reset_peak_memory(device)
         timing = time_fn(add_click, warmup, iters, device, label=f"predictor {name} {dtype}")
         peak = peak_memory_mb(device)
-        out[name] = dict(timing, zoom_in=zoom_in, flip=flip, compile=compiled, peak_memory_mb=peak["peak_memory_mb"],
-                         peak_memory_kind=peak["kind"])
+        out[name] = dict(timing, zoom_in=zoom_in, flip=flip, compile=compiled, cuda_graph=graphed,
+                         peak_memory_mb=peak["peak_memory_mb"], peak_memory_kind=peak["kind"])
         if compiled:
             wrapper = model.compiled_network
             out[name].update(compile_mode=wrapper.mode, compiled_calls=wrapper.compiled_calls,
                              eager_calls=wrapper.eager_calls,
                              compile_failure=None if wrapper.failure is None else repr(wrapper.failure)[:500])
+            model.uncompile_network()
+        if graphed:
+            wrapper = model.compiled_network
+            out[name].update(graph_captures=wrapper.captures, graph_replays=wrapper.replays,
+                             eager_calls=wrapper.eager_calls,
+                             graph_failure=None if wrapper.failure is None else repr(wrapper.failure)[:500])
             model.uncompile_network()
     return out
 
@@ -144,7 +159,8 @@ def run(args, device, configs, save_partial=None):
             if args.predictor:
                 row["predictor_add_click"] = measure_predictor(net, cfg, image, device, dtype, args.iters,
                                                                args.warmup, args.predictor_clicks, args.seed,
-                                                               compile_too=args.compile)
+                                                               compile_too=args.compile,
+                                                               graph_too=args.cuda_graph)
             for key in ("forward", "whole_click"):
                 _finite_or_error(row[key]["median_ms"], f"{config_file} {dtype} {key}")
             results.append(row)
@@ -186,6 +202,9 @@ def main(argv=None):
                     help="also time InteractivePredictor.add_click, zoom-in/flip off and on")
     ap.add_argument("--predictor-clicks", type=int, default=20,
                     help="clicks per predictor session before reset() (with --predictor)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="with --predictor, also time the predictor with cuda_graph=True (the eager network recorded "
+                         "as CUDA graphs, each input size at its second click; CUDA only, eager elsewhere)")
     ap.add_argument("--compile", action="store_true",
                     help="with --predictor, also time the predictor with compile=True (torch.compile of the "
                          "network; CUDA graphs on CUDA); use --warmup >= 2, compilation happens in the warm-up")
@@ -202,6 +221,8 @@ def main(argv=None):
         cli_load_config(ap, config_file, args.opts, device)
     if args.compile and not args.predictor:
         ap.error("--compile times the predictor: add --predictor")
+    if args.cuda_graph and not args.predictor:
+        ap.error("--cuda-graph times the predictor: add --predictor")
     if args.predictor_clicks < 1:
         ap.error(f"--predictor-clicks must be >= 1, got {args.predictor_clicks}")
     if args.predictor:
@@ -219,12 +240,14 @@ def main(argv=None):
         "configs": configs, "overrides": list(args.opts), "device": str(device), "dtypes": args.dtype,
         "image_size": [args.size, args.size], "num_clicks": args.num_clicks, "batch": 1, "iters": args.iters,
         "warmup": args.warmup, "statistic": "median", "weights": "random", "predictor": args.predictor,
-        "predictor_clicks_per_session": args.predictor_clicks, "compile": args.compile}
+        "predictor_clicks_per_session": args.predictor_clicks, "compile": args.compile,
+        "cuda_graph": args.cuda_graph}
     results = run(args, device, configs,
                   lambda partial: save_report("inference", config, device, partial, args.output, complete=False))
     columns = list(TABLE_COLUMNS)
     if args.predictor:
-        columns += [(f"add_click {n} ms", f"pred_{n}", ".2f") for n, _, _, _ in predictor_settings(args.compile)]
+        columns += [(f"add_click {n} ms", f"pred_{n}", ".2f")
+                    for n, *_ in predictor_settings(args.compile, args.cuda_graph)]
     print(format_table(table_rows(results), columns))
     return save_report("inference", config, device, results, args.output)
 

@@ -66,8 +66,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, build_benchmark_model,  # noqa: E402
                                        check_cli_args, check_click_mask, check_click_rounds, cli_load_config,
                                        click_batch, click_inputs, count_parameters, format_table, forward_only_fn,
-                                       free_device_cache, in_precision, model_for_dtype, paired_ratio,
-                                       peak_memory_mb, prepare_train_step, reset_peak_memory, save_report,
+                                       free_device_cache, graphed_click_fns, in_precision, model_for_dtype,
+                                       paired_ratio, peak_memory_mb, prepare_train_step, reset_peak_memory, save_report,
                                        synthetic_training_batch, time_interleaved, time_training_interleaved,
                                        training_peak_memory, TrainingSetup, warn_few_iters, whole_click_fn)
 
@@ -169,6 +169,10 @@ def compare(name, config_file, cfg, args, device, official_root):
         if against_fp32:  # the official model as it ships, in the same rounds
             forward["official_fp32"], whole["official_fp32"] = click_fns(official_model, *inputs, device, "fp32",
                                                                          threshold, True)
+        wrapper = None
+        if args.cuda_graph:  # ours again, its network replayed from CUDA graphs, in the same rounds
+            forward["ours_cuda_graph"], whole["ours_cuda_graph"], wrapper = graphed_click_fns(
+                model_for_dtype(model, dtype), *inputs, threshold, device, dtype)
         t_fwd = time_interleaved(forward, args.warmup, args.iters, device, label=f"{name} {dtype} forward")
         t_click = time_interleaved(whole, args.warmup, args.iters, device, label=f"{name} {dtype} whole click")
         o = {"forward": t_fwd["ours"], "whole_click": t_click["ours"], **ours[dtype]}
@@ -196,6 +200,24 @@ def compare(name, config_file, cfg, args, device, official_root):
                 "whole_click_median": _ratio(o["whole_click"]["median_ms"], t_click["official_fp32"]["median_ms"]),
                 "forward_paired": paired_ratio(t_fwd["ours"], t_fwd["official_fp32"]),
                 "whole_click_paired": paired_ratio(t_click["ours"], t_click["official_fp32"])}
+        if wrapper is not None:
+            g = {"forward": t_fwd["ours_cuda_graph"], "whole_click": t_click["ours_cuda_graph"],
+                 "captures": wrapper.captures, "replays": wrapper.replays, "eager_calls": wrapper.eager_calls,
+                 "failure": None if wrapper.failure is None else repr(wrapper.failure)[:500]}
+            g["ratio_over_official"] = {"forward_paired": paired_ratio(t_fwd["ours_cuda_graph"], t_fwd["official"]),
+                                        "whole_click_paired": paired_ratio(t_click["ours_cuda_graph"],
+                                                                           t_click["official"])}
+            if against_fp32:
+                g["ratio_over_official_fp32"] = {
+                    "forward_paired": paired_ratio(t_fwd["ours_cuda_graph"], t_fwd["official_fp32"]),
+                    "whole_click_paired": paired_ratio(t_click["ours_cuda_graph"], t_click["official_fp32"])}
+            g["ratio_over_ours_eager"] = {"forward_paired": paired_ratio(t_fwd["ours_cuda_graph"], t_fwd["ours"]),
+                                          "whole_click_paired": paired_ratio(t_click["ours_cuda_graph"],
+                                                                             t_click["ours"])}
+            rows[-1]["ours_cuda_graph"] = g
+            print(f"{name:10s} {dtype:5s} ours with CUDA graphs: forward {g['forward']['median_ms']:9.2f} ms, whole "
+                  f"click {g['whole_click']['median_ms']:9.2f} ms ({wrapper.captures} recorded, {wrapper.replays} "
+                  f"replays, {wrapper.eager_calls} eager calls)", flush=True)
         r = rows[-1]["ratio_ours_over_official"]
         print(f"{name:10s} {dtype:5s} forward ours {o['forward']['median_ms']:9.2f} ms official "
               f"{f['forward']['median_ms']:9.2f} ms (paired ratio {r['forward_paired']:.3f}) | whole click ours "
@@ -336,6 +358,10 @@ def main(argv=None):
     ap.add_argument("--amp", nargs="+", default=None, choices=sorted(AMP_CHOICES),
                     help="our mixed-precision settings (--train; default none bf16 on CUDA, none on the CPU); "
                          "the official model always trains in fp32 as its recipe does")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="inference: also time ours with its network replayed from CUDA graphs "
+                         "(model.graph_network), in the same rounds; recorded at the second call, so use "
+                         "--warmup >= 2; on the CPU it runs eagerly (a check of the tool, not of speed)")
     ap.add_argument("--click-rounds", type=int, default=3,
                     help="no-grad click rounds timed together (--train; 0 = skip)")
     args = ap.parse_args(argv)
@@ -346,6 +372,10 @@ def main(argv=None):
     device = check_cli_args(ap, args, {"--iters": 1, "--warmup": 0, "--num-clicks": 1, "--batch": 1,
                                        "--click-rounds": 0})
     warn_few_iters(args.iters)
+    if args.cuda_graph and args.train:
+        ap.error("--cuda-graph times inference clicks; it does not apply to --train")
+    if args.cuda_graph and device.type != "cuda":
+        print("note: --cuda-graph on the CPU runs our network eagerly (CUDA graphs need a CUDA device)", flush=True)
     runs = [(os.path.splitext(os.path.basename(args.config_file))[0], args.config_file)] if args.config_file \
         else [(s, SIZE_CONFIGS[s]) for s in dict.fromkeys(args.sizes)]
     missing = [c for _, c in runs if not os.path.isfile(c)]
@@ -386,7 +416,8 @@ def main(argv=None):
                       data="synthetic dataset images mapped once by ClickTrainingMapper, same batch every step")
     else:
         benchmark = "official_vs_ours"
-        config.update(mode="inference", dtypes=args.dtype, num_clicks=args.num_clicks, batch=1)
+        config.update(mode="inference", dtypes=args.dtype, num_clicks=args.num_clicks, batch=1,
+                      cuda_graph=args.cuda_graph)
     results = []
     for k, (name, config_file, cfg) in enumerate(cfgs):
         if args.train:

@@ -12,6 +12,9 @@ holds all metrics.
 
 ``--int8`` evaluates a copy of the model with int8 dynamically quantised linear layers (CPU only,
 adaptiveclick.utils.quantize): the way to measure what the predictor's ``quantize="int8"`` costs in NoC.
+``--cuda-graph`` (CUDA only) replays the network from CUDA graphs (``model.graph_network``): each image's size is
+recorded at its second click and replayed for the rest of its clicks (results.json counts the recordings, replays
+and eager calls).
 
 The checkpoint loads strictly: a tensor of another shape, or a model parameter the file lacks, stops with
 ``CheckpointError`` listing the keys.  Without ``--weights`` / ``MODEL.WEIGHTS`` the script stops (exit code
@@ -42,8 +45,13 @@ def check_args(parser, args) -> None:
     if args.resume or args.eval_only:
         parser.error("--resume and --eval-only belong to tools/train_net.py; evaluate_noc.py always evaluates "
                      "--weights / MODEL.WEIGHTS")
-    if not (args.weights or args.random_weights or load_config_file(args.config_file, args.opts).MODEL.WEIGHTS):
+    cfg = load_config_file(args.config_file, args.opts)
+    if not (args.weights or args.random_weights or cfg.MODEL.WEIGHTS):
         parser.error(NO_WEIGHTS)
+    if args.cuda_graph and args.int8:
+        parser.error("--cuda-graph needs a CUDA device and --int8 runs on the CPU only: choose one")
+    if args.cuda_graph and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+        parser.error(f"--cuda-graph needs a CUDA device; MODEL.DEVICE is {cfg.MODEL.DEVICE!r} (add MODEL.DEVICE cuda)")
 
 
 def setup(args):
@@ -80,10 +88,17 @@ def main(args):
         logging.getLogger("adaptiveclick").info("evaluating the int8 dynamically quantised model (%d linear layers)",
                                                 count_quantized_linears(model))
         out_dir = os.path.join(cfg.OUTPUT_DIR, "noc_int8")
+    graphs = model.graph_network() if args.cuda_graph else None
     results = noc_test(cfg, model, output_dir=out_dir)  # logs the NoC table on the main process
+    run = {"weights": cfg.MODEL.WEIGHTS, "quantize": "int8" if args.int8 else None, "cuda_graph": args.cuda_graph}
+    if graphs is not None:
+        run["cuda_graph_calls"] = {"recorded": graphs.captures, "replays": graphs.replays, "eager": graphs.eager_calls,
+                                   "failure": None if graphs.failure is None else repr(graphs.failure)[:500]}
+        logging.getLogger("adaptiveclick").info("CUDA graphs: %d recorded, %d replays, %d eager network calls%s",
+                                                graphs.captures, graphs.replays, graphs.eager_calls,
+                                                "" if graphs.failure is None else f" (fell back: {graphs.failure})")
     if comm.is_main_process():
-        write_json({"weights": cfg.MODEL.WEIGHTS, "quantize": "int8" if args.int8 else None, "results": results},
-                   os.path.join(out_dir, "results.json"))
+        write_json(dict(run, results=results), os.path.join(out_dir, "results.json"))
     return results
 
 
@@ -105,6 +120,9 @@ def build_parser():
                              "the protocol) instead of stopping")
     parser.add_argument("--int8", action="store_true",
                         help="evaluate the int8 dynamically quantised model (CPU only; results in OUTPUT_DIR/noc_int8)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="replay the network from CUDA graphs (model.graph_network: each image size recorded at "
+                             "its second click); CUDA only; the NoC is that of the eager model up to rounding")
     return parser
 
 

@@ -128,6 +128,11 @@ class InteractivePredictor:
             default mode (CUDA graphs, "reduce-overhead", on CUDA; "default" elsewhere) or a mode name.  The
             first click at each new input size compiles (tens of seconds); if compiling fails, a warning is
             logged and the predictor runs eagerly.  On CPUs it brings no speed (measured); meant for GPUs.
+        cuda_graph: opt-in CUDA graphs recorded from the eager network (``model.graph_network``), no compiler:
+            on a CUDA device each input size (the image's, and the zoom-in crops' fixed target size) is recorded
+            at its second click and replayed from the third, so a click costs a few host calls instead of
+            hundreds of kernel launches.  Off a CUDA device it changes nothing (a warning says so).  Not
+            together with ``compile`` (its "reduce-overhead" mode records CUDA graphs itself).
         quantize: None (fp32) or ``"int8"``: a copy of the model with int8 dynamically quantised linear layers
             (CPU only, :mod:`adaptiveclick.utils.quantize`); about a quarter faster per ViT-B click on CPUs without
             fast bf16; NoC unchanged on the small trained model we could check, so check yours with
@@ -143,7 +148,7 @@ class InteractivePredictor:
 
     def __init__(self, cfg_or_model, device=None, zoom_in: Union[None, bool, ZoomInParams] = None,
                  flip: Optional[bool] = None, threshold: Optional[float] = None, compile: Union[bool, str] = False,
-                 quantize: Optional[str] = None):
+                 quantize: Optional[str] = None, cuda_graph: bool = False):
         self._lock = threading.RLock()
         params = ZoomInParams()
         if _is_cfg(cfg_or_model):
@@ -180,6 +185,14 @@ class InteractivePredictor:
         threshold = float(threshold)
         if not isinstance(compile, (bool, str)):
             raise TypeError(f"compile must be a bool or a torch.compile mode name, got {compile!r}")
+        if not isinstance(cuda_graph, (bool, np.bool_)):
+            raise TypeError(f"cuda_graph must be a bool, got {cuda_graph!r}")
+        if cuda_graph and compile:
+            raise ValueError("choose compile or cuda_graph, not both (compile's 'reduce-overhead' mode records "
+                             "CUDA graphs itself)")
+        if cuda_graph and quantize:
+            raise ValueError("cuda_graph needs a CUDA device and int8 quantisation runs on the CPU only; "
+                             "choose one")
         from adaptiveclick.utils.quantize import QUANTIZE_CHOICES, quantize_dynamic_int8
 
         if quantize not in QUANTIZE_CHOICES:
@@ -193,11 +206,18 @@ class InteractivePredictor:
                 raise TypeError(f"compile=True needs a model with compile_network() (our meta-architectures); "
                                 f"got {type(self.model).__name__}")
             self.model.compile_network(None if compile is True else compile)
+        if cuda_graph:
+            if not hasattr(self.model, "graph_network"):
+                raise TypeError(f"cuda_graph=True needs a model with graph_network() (our meta-architectures); "
+                                f"got {type(self.model).__name__}")
+            self.model.graph_network()
         self.zoom_in_params: Optional[ZoomInParams] = params if zoom_in else None
         self.flip = bool(flip)
         self.threshold = float(threshold)
         self._net = ModelPredictor(self.model, device)
         self.device = self._net.device
+        if cuda_graph and self.device.type != "cuda":
+            logger.warning("cuda_graph=True on %s: CUDA graphs need a CUDA device; clicks run eagerly", self.device)
         self._image: Optional[np.ndarray] = None
         self._image_t: Optional[torch.Tensor] = None
         self._zoom: Optional[ZoomIn] = None
@@ -207,7 +227,7 @@ class InteractivePredictor:
     def from_config_file(cls, config_file: str, weights: Optional[str] = None, opts=(), device=None,
                          zoom_in: Union[None, bool, ZoomInParams] = None, flip: Optional[bool] = None,
                          threshold: Optional[float] = None, compile: Union[bool, str] = False,
-                         quantize: Optional[str] = None) -> "InteractivePredictor":
+                         quantize: Optional[str] = None, cuda_graph: bool = False) -> "InteractivePredictor":
         """Build from a YAML config; ``weights`` sets MODEL.WEIGHTS.
 
         ``opts``: config overrides as a flat list (or tuple) of KEY VALUE pairs, e.g.
@@ -237,7 +257,7 @@ class InteractivePredictor:
             cfg.MODEL.DEVICE = str(device)
         cfg.freeze()
         return cls(cfg, device=device, zoom_in=zoom_in, flip=flip, threshold=threshold, compile=compile,
-                   quantize=quantize)
+                   quantize=quantize, cuda_graph=cuda_graph)
 
     @staticmethod
     def _build(cfg, device):

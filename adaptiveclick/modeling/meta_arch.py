@@ -174,21 +174,54 @@ class _ClickModel(nn.Module):
         from adaptiveclick.utils.compile import CompiledOrEager, default_compile_mode
 
         wrapper = CompiledOrEager(self._network, mode or default_compile_mode(self.device))
-        self.__dict__["_compiled_network"] = wrapper  # a plain attribute, not a submodule or state
+        self.set_network_wrapper(wrapper)
         return wrapper
 
+    def graph_network(self, max_graphs: int = 4, capture_after: int = 2):
+        """Replay the inference network from CUDA graphs recorded from its eager code (no compiler).
+
+        Each input size is recorded at its ``capture_after``-th inference call on a CUDA device (a warm-up run
+        and a capture) and replayed from then on; at most ``max_graphs`` sizes are kept.  Calls that cannot be
+        recorded (CPU tensors, gradients on, training mode) run eagerly; a capture that fails logs one warning
+        and inference runs eagerly from then on (:class:`adaptiveclick.utils.cuda_graph.GraphedOrEager`).
+        Moving or converting the model (``.to``, ``.half()``) drops the recorded graphs; loading weights in
+        place does not need to.  :meth:`uncompile_network` undoes it.
+        """
+        from adaptiveclick.utils.cuda_graph import GraphedOrEager
+
+        wrapper = GraphedOrEager(self._network, max_graphs=max_graphs, capture_after=capture_after)
+        self.set_network_wrapper(wrapper)
+        return wrapper
+
+    def set_network_wrapper(self, wrapper):
+        """Run inference through ``wrapper(data)`` (a callable around :meth:`_network`, as :meth:`compile_network`
+        and :meth:`graph_network` make), or eagerly for None; returns the wrapper it replaces (or None)."""
+        if wrapper is not None and not callable(wrapper):
+            raise TypeError(f"wrapper must be callable or None, got {type(wrapper).__name__}")
+        previous = self.__dict__.pop("_compiled_network", None)
+        if wrapper is not None:
+            self.__dict__["_compiled_network"] = wrapper  # a plain attribute, not a submodule or state
+        return previous
+
     def uncompile_network(self) -> None:
-        """Back to eager inference after :meth:`compile_network`."""
-        self.__dict__.pop("_compiled_network", None)
+        """Back to eager inference after :meth:`compile_network` or :meth:`graph_network`."""
+        self.set_network_wrapper(None)
 
     @property
     def compiled_network(self):
-        """The :class:`CompiledOrEager` wrapper in use for inference, or None."""
+        """The wrapper in use for inference (:class:`CompiledOrEager` or :class:`GraphedOrEager`), or None."""
         return self.__dict__.get("_compiled_network")
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to / .cuda / .half / ... make new parameter tensors: graphs recorded on the old ones must go
+        wrapper = self.compiled_network
+        if wrapper is not None and hasattr(wrapper, "reset"):
+            wrapper.reset()
+        return super()._apply(fn, *args, **kwargs)
 
     def _inference_network(self, data):
         wrapper = self.compiled_network
-        return self._network(data) if wrapper is None else wrapper(data)
+        return self._network(data) if wrapper is None or self.training else wrapper(data)
 
     def _check_inputs(self, batched_inputs, training):
         if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:

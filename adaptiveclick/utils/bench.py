@@ -59,8 +59,8 @@ __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "pars
            "HelpFormatter", "default_dtypes", "default_amp", "warn_few_iters", "MIN_STEADY_ITERS",
            "cli_load_config", "check_cli_args", "check_click_rounds", "free_device_cache", "save_report",
            "build_benchmark_model", "click_inputs", "click_batch", "forward_only_fn", "whole_click_fn",
-           "check_click_mask", "measure_click_model", "synthetic_training_batch", "time_training",
-           "TrainingSetup", "time_training_interleaved", "training_peak_memory", "prepare_train_step",
+           "graphed_click_fns", "check_click_mask", "measure_click_model", "synthetic_training_batch",
+           "time_training", "TrainingSetup", "time_training_interleaved", "training_peak_memory", "prepare_train_step",
            "measure_train_step"]
 
 #: Precision names accepted by the benchmarks -> the autocast dtype (None = plain fp32, autocast off).
@@ -413,6 +413,32 @@ def whole_click_fn(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.n
         return (logits.float().sigmoid() > threshold)[0].cpu()
 
     return whole_click
+
+
+def graphed_click_fns(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray, threshold: float,
+                      device="cpu", dtype: str = "fp32"):
+    """``(forward, whole_click, wrapper)``: :func:`forward_only_fn` and :func:`whole_click_fn` of ``model``
+    with its network replayed from CUDA graphs (one :class:`adaptiveclick.utils.cuda_graph.GraphedOrEager`
+    shared by both, recording at its second call of a size).  The wrapper is installed only during a
+    ``whole_click()`` call, so the same model can be timed eagerly in the same rounds.  Off CUDA every call runs
+    eagerly (``wrapper.eager_calls`` says so)."""
+    from adaptiveclick.utils.cuda_graph import GraphedOrEager
+
+    if not hasattr(model, "set_network_wrapper"):
+        raise TypeError(f"{type(model).__name__} has no set_network_wrapper(): cannot replay its network")
+    wrapper = GraphedOrEager(model._network)
+    with torch.no_grad():
+        data = model.preprocess(click_batch(image, clicks, prev_mask))
+    eager_click = whole_click_fn(model, image, clicks, prev_mask, threshold, device, dtype)
+
+    def whole_click():
+        previous = model.set_network_wrapper(wrapper)
+        try:
+            return eager_click()
+        finally:
+            model.set_network_wrapper(previous)
+
+    return in_precision(lambda: wrapper(data), device, dtype), whole_click, wrapper
 
 
 def measure_click_model(model, image: np.ndarray, clicks: np.ndarray, prev_mask: np.ndarray, device, dtype: str,

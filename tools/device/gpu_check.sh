@@ -6,15 +6,16 @@
 #   2. the extension with its CUDA kernel: the one carried in .prebuilt/ (compiled by fetch_wheels.sh for this
 #      machine's Python and torch) if tools/device/prebuilt.py finds that it fits and works, else compiled here
 #      (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0 for Hopper; 3 minutes on 2 cores here, not timed there)
-#   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor,
-#      pinned training batches, the official training step)
-#   4. ours vs the official model per click, ViT-B and ViT-H, fp32 and bf16 (needs .official/)
+#   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor, its
+#      CUDA graphs, pinned training batches, the official training step)
+#   4. ours vs the official model per click, ViT-B and ViT-H, fp32 and bf16, ours also with CUDA graphs
+#      (needs .official/)
 #   5. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32, all three
 #      resident and timed interleaved (peak memory from each alone first); if that fails without a report,
 #      ours alone (tools/benchmark_train.py, also the step when .official/ is absent)
 #   6. host synchronisation of the network, of a whole click, of a predictor click and of a ViT-B training step
 #      (batch 4, bf16) and click round (tools/check_cuda_sync.py)
-#   7. ms per click of the predictor, eager, ViT-B and ViT-H
+#   7. ms per click of the predictor, eager and with CUDA graphs, ViT-B and ViT-H
 #   8. the predictor with compile=True (CUDA graphs), ViT-B bf16: its own step, last but two, as a cold
 #      compile may take minutes
 #   9. samples/s of the training loader with 2, 4 and 8 workers (pinned batches; that machine's 16 cores)
@@ -89,10 +90,10 @@ else
 fi
 "$PY" -c "from adaptiveclick.layers.ms_deform_attn import extension_status as s; print('extension', s())"
 run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py \
-  tests/test_engine.py tests/test_official_training.py
+  tests/test_cuda_graph.py tests/test_engine.py tests/test_official_training.py
 if [ -d .official ]; then
-  run_step official_inference 130 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
-    --iters 30 --warmup 5 --output "$OUT/official.json"
+  run_step official_inference 140 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
+    --cuda-graph --iters 30 --warmup 5 --output "$OUT/official.json"
   run_step official_train 150 "$PY" tools/benchmark_official.py --train --sizes base huge --device cuda \
     --amp none bf16 --iters 5 --warmup 2 --click-rounds 1 --output "$OUT/official_train.json"
 fi
@@ -102,8 +103,8 @@ if [ ! -f "$OUT/official_train.json" ]; then  # no side-by-side report (no .offi
 fi
 run_step cuda_sync 75 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
 run_step inference 75 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
-  configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --iters 20 --warmup 5 \
-  --output "$OUT/inference.json"
+  configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --cuda-graph --iters 20 \
+  --warmup 5 --output "$OUT/inference.json"
 run_step compile 100 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
   --device cuda --dtype bf16 --predictor --compile --iters 20 --warmup 6 --output "$OUT/compile.json"
 run_step loader 45 "$PY" tools/benchmark_loader.py --device cuda --workers 2 4 8 --batch 32 --iters 10 --warmup 3 \
