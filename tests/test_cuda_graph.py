@@ -196,6 +196,18 @@ def test_graphed_predictor_matches_eager_click_by_click(tiny_model):
     assert wrapper.eager_calls + wrapper.replays == len(clicks)  # one network call per click (flip in the batch)
 
 
+def test_from_config_file_passes_cuda_graph():
+    import os
+
+    from adaptiveclick.utils.cuda_graph import GraphedOrEager
+
+    tiny = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic",
+                        "tiny.yaml")
+    p = InteractivePredictor.from_config_file(tiny, opts=["MODEL.DEVICE", "cpu"], cuda_graph=True)
+    assert isinstance(p.model.compiled_network, GraphedOrEager)
+    assert InteractivePredictor.from_config_file(tiny, opts=["MODEL.DEVICE", "cpu"]).model.compiled_network is None
+
+
 def test_predictor_cuda_graph_arguments(tiny_model, caplog):
     with pytest.raises(TypeError, match="cuda_graph must be a bool"):
         InteractivePredictor(tiny_model, cuda_graph="yes")

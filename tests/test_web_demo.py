@@ -412,6 +412,7 @@ def test_command_line_accepts_good_numbers():
     args = web.build_parser().parse_args(["--config-file", "c.yaml", "--max-upload-mb", "0.5", "--port", "0",
                                           "--max-pixels", "100", "--max-sessions", "1"])
     assert (args.max_upload_mb, args.port, args.max_pixels, args.max_sessions) == (0.5, 0, 100, 1)
+    assert not args.cuda_graph and web.build_parser().parse_args(["--config-file", "c.yaml", "--cuda-graph"]).cuda_graph
 
 
 def test_docstring_command_uses_the_quick_start_model():

@@ -585,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no horizontal-flip averaging (default: TEST.NOC.FLIP of the config)")
     parser.add_argument("--int8", action="store_true",
                         help="CPU: predict with int8 dynamically quantised linear layers (faster; see the README)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="CUDA: replay the network from CUDA graphs (each image size recorded at its second "
+                             "click; see the README)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. TEST.NOC.PRED_THRESHOLD 0.5")
     return parser
@@ -605,9 +608,11 @@ def main(argv=None) -> None:
     base = InteractivePredictor.from_config_file(args.config_file, weights=args.weights or None, opts=args.opts,
                                                  device=args.device, zoom_in=False if args.no_zoom_in else None,
                                                  flip=False if args.no_flip else None,
-                                                 quantize="int8" if args.int8 else None)
+                                                 quantize="int8" if args.int8 else None, cuda_graph=args.cuda_graph)
 
-    def factory():  # every session shares the one model (int8 already applied) and the settings of ``base``
+    # every session shares the one model (int8 or CUDA graphs already applied: the graphs belong to the model,
+    # and the server's threads take turns at them) and the settings of ``base``
+    def factory():
         return InteractivePredictor(base.model, device=base.device,
                                     zoom_in=base.zoom_in_params if base.zoom_in_params is not None else False,
                                     flip=base.flip, threshold=base.threshold)
