@@ -262,7 +262,9 @@ def test_cuda_graphed_predictor_matches_eager(tiny_model, dtype):
     assert wrapper.failure is None, f"recording failed: {wrapper.failure!r}"
     assert wrapper.captures >= 1 and wrapper.replays >= 2, (wrapper.captures, wrapper.replays)
     for a, b in zip(got, expected):
-        np.testing.assert_allclose(a, b, atol=1e-5 if dtype is None else 2e-3)
+        # the same kernels on the same inputs; the tolerance only allows for another cuBLAS/cuDNN algorithm
+        # choice inside a capture (TF32 / bf16 rounding): a stale input or output is off by far more
+        np.testing.assert_allclose(a, b, atol=1e-3 if dtype is None else 1e-2)
 
 
 @pytest.mark.cuda
@@ -287,13 +289,14 @@ def test_cuda_graph_replays_see_weights_loaded_in_place_and_do_not_synchronise(t
                 torch.cuda.set_sync_debug_mode(previous)
         assert not [w for w in caught if "synchroniz" in str(w.message).lower()]
         eager = model._network(data)
-        torch.testing.assert_close(replayed["pred_masks"], eager["pred_masks"], atol=1e-5, rtol=1e-5)
-        state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+        torch.testing.assert_close(replayed["pred_masks"], eager["pred_masks"], atol=1e-3, rtol=1e-3)
+        state = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
                  for k, v in model.state_dict().items()}
         model.load_state_dict(state)
         replays = wrapper.replays
-        torch.testing.assert_close(model._inference_network(data)["pred_masks"], model._network(data)["pred_masks"],
-                                   atol=1e-5, rtol=1e-5)
+        changed = model._network(data)["pred_masks"]
+        assert (changed - eager["pred_masks"]).abs().max() > 0.05  # the new weights matter ...
+        torch.testing.assert_close(model._inference_network(data)["pred_masks"], changed, atol=1e-3, rtol=1e-3)
     assert wrapper.replays == replays + 1 and wrapper.failure is None
 
 
