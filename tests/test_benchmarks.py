@@ -1099,6 +1099,7 @@ def test_device_summary_reads_the_reports_the_tools_write(tool_runs, tmp_path, c
     sections = text.split("\n### ")
     missing = sorted(sec.splitlines()[0] for sec in sections[1:] if "\nmissing" in sec)
     assert missing == ([] if HAS_OFFICIAL else ["Per click, ours vs official (official.json)",
+                                                 "Per click, ours with CUDA graphs (official.json)",
                                                  "Training, side by side (official_train.json)"]), missing
     for title in ("Training, ours alone", "Host synchronisation", "Predictor, eager", "Predictor, compile=True",
                   "Training loader", "MSDeformAttn operator") + (("Per click", "Training, side by side")

@@ -115,17 +115,15 @@ def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_pe
         peak = peak_memory_mb(device)
         out[name] = dict(timing, zoom_in=zoom_in, flip=flip, compile=compiled, cuda_graph=graphed,
                          peak_memory_mb=peak["peak_memory_mb"], peak_memory_kind=peak["kind"])
-        if compiled:
-            wrapper = model.compiled_network
-            out[name].update(compile_mode=wrapper.mode, compiled_calls=wrapper.compiled_calls,
-                             eager_calls=wrapper.eager_calls,
-                             compile_failure=None if wrapper.failure is None else repr(wrapper.failure)[:500])
-            model.uncompile_network()
-        if graphed:
-            wrapper = model.compiled_network
-            out[name].update(graph_captures=wrapper.captures, graph_replays=wrapper.replays,
-                             eager_calls=wrapper.eager_calls,
-                             graph_failure=None if wrapper.failure is None else repr(wrapper.failure)[:500])
+        wrapper = model.compiled_network  # compile=True / cuda_graph=True: how its calls ran
+        if wrapper is not None:
+            failure = None if wrapper.failure is None else repr(wrapper.failure)[:500]
+            if compiled:
+                out[name].update(compile_mode=wrapper.mode, compiled_calls=wrapper.compiled_calls,
+                                 compile_failure=failure)
+            else:
+                out[name].update(graph_captures=wrapper.captures, graph_replays=wrapper.replays, graph_failure=failure)
+            out[name]["eager_calls"] = wrapper.eager_calls
             model.uncompile_network()
     return out
 
