@@ -692,7 +692,8 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     report = _load_tool("check_cuda_sync").main(["--config-file", TINY, "--size", "64", "--warmup", "1",
                                                  "--device", "cpu", "--output", str(out)])
     assert json.loads(out.read_text())["config"]["sync_debug"] == "unavailable"
-    assert set(report["results"]) == {"network", "whole_click", "predictor_click", "training_step", "click_round"}
+    assert set(report["results"]) == {"network", "whole_click", "predictor_click", "predictor_click_graph",
+                                      "training_step", "click_round"}
     assert report["config"]["train_batch"] == 4 and report["config"]["amp"] == "none"
     for stage in report["results"].values():
         assert stage["syncs"] is None and stage["events"] == []
@@ -705,6 +706,12 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     # model's input checks (the zoom-in region and the result come back as host copies, not as reads)
     predictor = report["results"]["predictor_click"]["operators"]
     assert predictor["host_reads"] == 1 and predictor["compute"] > network["compute"]
+    # with cuda_graph=True on the CPU nothing is recorded: the same click, every network call eager (4 warm-up
+    # clicks, 1 measured under the debug mode, 1 counted)
+    graphed = report["results"]["predictor_click_graph"]
+    assert graphed["cuda_graph"] == {"recorded": 0, "replays_measured": 0, "eager": 6, "failure": None}
+    assert {k: graphed["operators"][k] for k in ("compute", "host_reads")} == \
+           {k: predictor[k] for k in ("compute", "host_reads")}
     # a training step (no click round) reads three values: the input checks' flag, the targets' one unique and
     # the gradients' finiteness flag (the fused optimizer reads none: the default Adam read one per parameter);
     # a click round reads its logits' flag
@@ -713,7 +720,7 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     assert report["results"]["click_round"]["operators"]["host_reads"] == 1
     skipped = _load_tool("check_cuda_sync").main(["--config-file", TINY, "--size", "64", "--warmup", "1",
                                                   "--device", "cpu", "--train-batch", "0", "--output", str(out)])
-    assert set(skipped["results"]) == {"network", "whole_click", "predictor_click"}
+    assert set(skipped["results"]) == {"network", "whole_click", "predictor_click", "predictor_click_graph"}
 
 
 def test_run_info_records_the_cpu_model_and_load_average(monkeypatch):
@@ -1147,7 +1154,11 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
     (tmp_path / "official.json").write_text(json.dumps(official))
     sync = {"run": {}, "results": {"network": {"syncs": 0.0, "events": [],
                                                "operators": {"compute": 671, "metadata": 1220, "host_reads": 0}},
-                                   "whole_click": {"syncs": 2.0, "events": [{"where": "predictor.py:51"}]}}}
+                                   "whole_click": {"syncs": 2.0, "events": [{"where": "predictor.py:51"}]},
+                                   "predictor_click_graph": {"syncs": 3.0, "events": [],
+                                                             "operators": {"compute": 60, "metadata": 90},
+                                                             "cuda_graph": {"recorded": 2, "replays_measured": 1,
+                                                                            "eager": 3, "failure": None}}}}
     (tmp_path / "cuda_sync.json").write_text(json.dumps(sync))
     _, verdicts = summarize.summarize(str(tmp_path))
     met = {v["target"]: v["met"] for v in verdicts}
@@ -1164,5 +1175,7 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
     assert "| huge | bf16 | 20.00 | 21.00 | n/a | n/a | 0.200 | 1 recorded, 34 replays, 1 eager, fell back: " \
            "RuntimeError('x') |" in text
     assert "INCOMPLETE" in text and "predictor.py:51" in text and "Device: H200" in text
-    assert "| network | 0 | 671 | 1220 |  |" in text and "| whole_click | 2 | n/a | n/a | predictor.py:51 |" in text
+    assert "| predictor_click_graph | 3 | 60 | 90 |  | CUDA graphs: 2 recorded, 1 replays measured |" in text
+    assert "| network | 0 | 671 | 1220 |  |  |" in text
+    assert "| whole_click | 2 | n/a | n/a | predictor.py:51 |  |" in text
     assert "fp32 convolutions in TF32: True" in text

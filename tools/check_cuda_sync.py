@@ -11,6 +11,9 @@ makes them once per input size), with the debug mode set to ``"warn"``:
 * ``predictor_click``: ``InteractivePredictor.add_click`` with the config's zoom-in and flip (the protocol's
   click, as an annotation tool makes it): by design one flag of the model's input checks, with zoom-in the
   previous mask's row and column flags copied to the host for the region, and the probabilities copied back;
+* ``predictor_click_graph``: the same with ``cuda_graph=True`` after warm-up clicks that record the input sizes
+  (the network replayed from a CUDA graph: the operators left are those around it; ``cuda_graph`` in the JSON
+  counts the recordings and the replays of the measured clicks);
 * ``training_step`` and ``click_round`` (``--train-batch`` samples, default 4; 0 skips them): the trainer's step
   (``IterativeClickTrainer.run_step`` without click rounds: forward, losses, backward, optimizer, with
   ``--train-amp``, default bf16 on CUDA) and one no-grad click round, on a separate model in train mode fed mapped
@@ -80,16 +83,17 @@ def record_syncs(fn, device):
     return result, events
 
 
-def predictor_click_fn(model, cfg, image, clicks, device):
+def predictor_click_fn(model, cfg, image, clicks, device, cuda_graph=False):
     """A no-argument callable adding the next click of ``clicks`` (cycled) to an ``InteractivePredictor`` on
-    ``image`` with ``cfg.TEST.NOC``'s zoom-in, flip and threshold.  The clicks accumulate, so every call after
-    the first has a previous mask (and, with zoom-in, a region of it)."""
+    ``image`` with ``cfg.TEST.NOC``'s zoom-in, flip and threshold (and ``cuda_graph``).  The clicks accumulate, so
+    every call after the first has a previous mask (and, with zoom-in, a region of it)."""
     from adaptiveclick.evaluation import ZoomInParams
     from adaptiveclick.inference import InteractivePredictor
 
     noc = cfg.TEST.NOC
     predictor = InteractivePredictor(model, device=device, flip=bool(noc.FLIP), threshold=noc.PRED_THRESHOLD,
-                                     zoom_in=ZoomInParams.from_config(noc.ZOOM_IN) if noc.ZOOM_IN.ENABLED else False)
+                                     zoom_in=ZoomInParams.from_config(noc.ZOOM_IN) if noc.ZOOM_IN.ENABLED else False,
+                                     cuda_graph=cuda_graph)
     predictor.set_image(image)
     state = {"n": 0}
 
@@ -146,8 +150,22 @@ def main(argv=None):
         stages = {}
         for name, fn in (("network", network), ("whole_click", whole_click), ("predictor_click", predictor_click)):
             stages[name] = measure_stage(fn, device, args.iters)
+        # the same click with the network replayed from CUDA graphs (cuda_graph=True; eager off CUDA): the
+        # warm-up records each input size (the image's at a session's first click only, the zoom-in crop's at
+        # its second), so that the measured clicks replay and no capture runs under the debug or counting modes
+        graphed_click = predictor_click_fn(model, cfg, image, clicks, device, cuda_graph=True)
+        for _ in range(args.warmup + 3):
+            graphed_click()
+        synchronize(device)
+        wrapper = model.compiled_network
+        before = wrapper.replays
+        stages["predictor_click_graph"] = measure_stage(graphed_click, device, args.iters)
+        stages["predictor_click_graph"]["cuda_graph"] = {
+            "recorded": wrapper.captures, "replays_measured": wrapper.replays - before, "eager": wrapper.eager_calls,
+            "failure": None if wrapper.failure is None else repr(wrapper.failure)[:500]}
+        model.uncompile_network()
     if args.train_batch:
-        del whole_click, network, predictor_click, model  # the training model's turn
+        del whole_click, network, predictor_click, graphed_click, model  # the training model's turn
         setup = prepare_train_step(cfg, args.config_file, args.train_batch, amp, device, click_rounds=1,
                                    seed=args.seed)
         for _ in range(args.warmup):

@@ -101,7 +101,7 @@ if [ ! -f "$OUT/official_train.json" ]; then  # no side-by-side report (no .offi
   run_step train 110 "$PY" tools/benchmark_train.py --device cuda --iters 5 --warmup 2 --click-rounds 1 \
     --output "$OUT/train.json"
 fi
-run_step cuda_sync 75 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
+run_step cuda_sync 85 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
 run_step inference 90 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
   configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --cuda-graph --iters 20 \
   --warmup 5 --output "$OUT/inference.json"

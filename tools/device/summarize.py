@@ -154,9 +154,13 @@ def sync_section(report):
     rows = []
     for name, stage in report["results"].items():
         ops = stage.get("operators") or {}
+        graph = stage.get("cuda_graph")
+        note = "" if not graph else (f"CUDA graphs: {graph.get('recorded')} recorded, {graph.get('replays_measured')} "
+                                     f"replays measured" + (f", fell back: {graph['failure'][:80]}"
+                                                            if graph.get("failure") else ""))
         rows.append([name, _fmt(stage.get("syncs"), "g"), _fmt(ops.get("compute"), "d"), _fmt(ops.get("metadata"), "d"),
-                     ", ".join(sorted({e["where"] for e in stage.get("events", [])}))])
-    return _table(["stage", "syncs per run", "compute operators", "metadata operators", "where"], rows)
+                     ", ".join(sorted({e["where"] for e in stage.get("events", [])})), note])
+    return _table(["stage", "syncs per run", "compute operators", "metadata operators", "where", "note"], rows)
 
 
 def sync_verdicts(report):
