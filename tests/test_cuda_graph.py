@@ -171,6 +171,22 @@ def test_model_graph_network_resets_on_move_and_copies_fresh(tiny_model):
     clone = copy.deepcopy(model)
     assert clone.compiled_network is not wrapper and clone.compiled_network.num_graphs == 0
     assert clone.compiled_network.fn.__self__ is clone  # bound to the copy's network
+    calls = []
+    model.set_network_wrapper(lambda data: calls.append(1))
+    batch = [{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "clicks": torch.tensor([[5, 6, 1]]),
+              "prev_mask": torch.zeros(1, 32, 32)}]
+    with torch.no_grad():
+        data = model.preprocess(batch)
+        model.train()
+        assert "pred_masks" in model._inference_network(data) and not calls  # training mode: never the wrapper
+        model.eval()
+        model._inference_network(data)
+    assert calls == [1]
+    model.set_network_wrapper(wrapper)
+    with pytest.raises(TypeError, match="wrapper must be callable or None"):
+        model.set_network_wrapper(3)
+    assert model.set_network_wrapper(None) is wrapper and model.compiled_network is None
+    assert model.set_network_wrapper(wrapper) is None and model.compiled_network is wrapper
     model.uncompile_network()
     assert model.compiled_network is None
 

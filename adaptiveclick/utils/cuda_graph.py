@@ -7,8 +7,8 @@ click").  A CUDA graph records the launches of one call once and replays them al
 network reads no device value on the host (a test traps every such read), its inputs for one image size have
 fixed shapes (the clicks reach it as maps, not as a list), and what depends only on the size is cached
 (``shape_cache``), so its eager code can be recorded as it is.  Unlike ``torch.compile(mode="reduce-overhead")``
-(``compile.py``) nothing is compiled: the first replay comes after two eager-speed calls, not after minutes
-of compiling, and no Triton is needed.
+(``compile.py``) nothing is compiled: a size is recorded at its second call, which costs about two more
+eager runs (the warm-up and the capture) instead of minutes of compiling, and no Triton is needed.
 
 :class:`GraphedOrEager` wraps ``fn(data)`` (a pytree of dicts / lists / tuples with tensor and constant
 leaves; the result likewise):
