@@ -191,6 +191,49 @@ def test_model_graph_network_resets_on_move_and_copies_fresh(tiny_model):
     assert model.compiled_network is None
 
 
+def test_collecting_constants_sees_every_value_handed_out():
+    from adaptiveclick.modeling.shape_cache import collecting_constants, shape_constant
+
+    cache = {}
+    made = shape_constant(cache, "a", lambda: torch.ones(2))  # outside: collected nowhere
+    with collecting_constants() as kept:
+        assert shape_constant(cache, "a", lambda: torch.zeros(2)) is made  # a cache hit is collected too
+        fresh = shape_constant(cache, "b", lambda: torch.zeros(3))
+    assert len(kept) == 2 and kept[0] is made and kept[1] is fresh
+    shape_constant(cache, "c", lambda: torch.zeros(1))
+    assert len(kept) == 2  # the block is over
+
+
+def test_recorded_graphs_keep_the_cached_constants_they_read_alive(tiny_model):
+    """A graph reads the shape caches' tensors (position encodings, the PMMD's index tensors, the attention
+    bias scalars) by address: while it lives they must survive their cache starting over, or a replay would
+    read freed memory."""
+    import gc
+    import weakref
+
+    model = copy.deepcopy(tiny_model).eval()
+    wrapper = model.graph_network(capture_after=1)
+    wrapper.backend = StandInBackend()
+    batch = [{"image": torch.zeros(3, 48, 64, dtype=torch.uint8), "clicks": torch.tensor([[5, 6, 1]]),
+              "prev_mask": torch.zeros(1, 48, 64)}]
+    with torch.no_grad():
+        model(batch)
+    assert wrapper.captures == 1
+    caches = [c for m in model.modules() for c in (getattr(m, n, None) for n in ("_cache", "_index_cache",
+                                                                                   "_bias_values")) if c]
+    values = [t for c in caches for v in c.values() for t in (v if isinstance(v, tuple) else (v,))]
+    assert len(caches) >= 3 and any(t.dtype == torch.long for t in values)  # the index tensors among them
+    refs = [weakref.ref(t) for t in values]
+    del values
+    for c in caches:
+        c.clear()  # as a cache does past MAX_ENTRIES sizes
+    gc.collect()
+    assert all(r() is not None for r in refs)  # kept by the recorded graph
+    wrapper.reset()
+    gc.collect()
+    assert all(r() is None for r in refs)  # and freed with it
+
+
 def test_graphed_predictor_matches_eager_click_by_click(tiny_model):
     from adaptiveclick.evaluation.zoom_in import ZoomInParams
 

@@ -189,7 +189,11 @@ class _ClickModel(nn.Module):
         """
         from adaptiveclick.utils.cuda_graph import GraphedOrEager
 
-        wrapper = GraphedOrEager(self._network, max_graphs=max_graphs, capture_after=capture_after)
+        from .shape_cache import collecting_constants
+
+        # the graphs keep the cached size constants they read (position encodings, index tensors, ...) alive
+        wrapper = GraphedOrEager(self._network, max_graphs=max_graphs, capture_after=capture_after,
+                                 keep_alive=collecting_constants)
         self.set_network_wrapper(wrapper)
         return wrapper
 

@@ -6,11 +6,32 @@ PMMD and the CAMD and the encoder's reference points were 166 of a ViT-B forward
 by ``tools/benchmark_dispatch.py``); issue 10's lever "precompute what depends only on the image size".
 """
 
-from typing import Callable, Dict, Hashable
+import contextlib
+import contextvars
+from typing import Callable, Dict, Hashable, Iterator, List, Optional
 
 import torch
 
-__all__ = ["shape_constant"]
+__all__ = ["shape_constant", "collecting_constants"]
+
+# the list that collects the values handed out inside ``collecting_constants`` (None outside)
+_COLLECTED: "contextvars.ContextVar[Optional[List[object]]]" = contextvars.ContextVar("shape_constants",
+                                                                                    default=None)
+
+
+@contextlib.contextmanager
+def collecting_constants() -> Iterator[List[object]]:
+    """Yield a list that receives every value :func:`shape_constant` hands out inside the block.
+
+    A CUDA graph recorded inside the block reads those tensors by address at every replay; its owner keeps the
+    list (``adaptiveclick.utils.cuda_graph``), so that a cache starting over (``MAX_ENTRIES``) or replaced
+    frees none of them while the graph lives.
+    """
+    token = _COLLECTED.set([])
+    try:
+        yield _COLLECTED.get()
+    finally:
+        _COLLECTED.reset(token)
 
 #: entries kept per cache: a handful of input sizes in practice (a predictor's one size, training's crop);
 #: past it the cache starts over rather than grow without bound
@@ -38,4 +59,7 @@ def shape_constant(cache: Dict[Hashable, object], key: Hashable, make: Callable[
         with torch.inference_mode(False):
             value = make()
         cache[key] = value
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected.append(value)
     return value

@@ -144,20 +144,27 @@ class CudaGraphBackend:
 
 
 class _Entry:
-    __slots__ = ("graph", "inputs", "out_tensors", "out_spec")
+    __slots__ = ("graph", "inputs", "out_tensors", "out_spec", "kept")
 
-    def __init__(self, graph, inputs, out_tensors, out_spec):
+    def __init__(self, graph, inputs, out_tensors, out_spec, kept):
         self.graph, self.inputs, self.out_tensors, self.out_spec = graph, inputs, out_tensors, out_spec
+        self.kept = kept  # what the keep_alive context collected during the capture: alive as long as the graph
 
 
 class GraphedOrEager:
     """``fn`` replayed from recorded CUDA graphs where it can be, else run eagerly (module docstring).
 
+    ``keep_alive``: optional factory of a context manager entered around each capture; what it yields is kept
+    with the graph.  A graph reads every tensor of its call by address, also those the module keeps in caches
+    (our shape caches: :func:`adaptiveclick.modeling.shape_cache.collecting_constants`): they must outlive
+    the graph even if their cache drops them, or the replay would read freed memory.
+
     Attributes: ``fn``; ``failure`` (None, or the exception of a capture that failed, after which every call
     is eager); counters ``replays``, ``captures``, ``eager_calls``; ``max_graphs``, ``capture_after``.
     """
 
-    def __init__(self, fn: Callable, max_graphs: int = 4, capture_after: int = 2, backend=None):
+    def __init__(self, fn: Callable, max_graphs: int = 4, capture_after: int = 2, backend=None,
+                 keep_alive: Optional[Callable[[], Any]] = None):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         for name, value in (("max_graphs", max_graphs), ("capture_after", capture_after)):
@@ -167,6 +174,7 @@ class GraphedOrEager:
         self.max_graphs = max_graphs
         self.capture_after = capture_after
         self.backend = backend if backend is not None else CudaGraphBackend()
+        self.keep_alive = keep_alive
         self.failure: Optional[BaseException] = None
         self.replays = self.captures = self.eager_calls = 0
         self._graphs: "collections.OrderedDict[Any, _Entry]" = collections.OrderedDict()
@@ -193,7 +201,7 @@ class GraphedOrEager:
         import copy
 
         return GraphedOrEager(copy.deepcopy(self.fn, memo), self.max_graphs, self.capture_after,
-                              copy.deepcopy(self.backend, memo))
+                              copy.deepcopy(self.backend, memo), self.keep_alive)
 
     def _eager(self, args, kwargs):
         self.eager_calls += 1
@@ -241,7 +249,8 @@ class GraphedOrEager:
 
         self.backend.warm_up(run, device, autocast_dtype)  # an error here is the call's own: it propagates
         try:
-            graph, out = self.backend.capture(run, device, autocast_dtype)
+            with (self.keep_alive() if self.keep_alive is not None else contextlib.nullcontext()) as kept:
+                graph, out = self.backend.capture(run, device, autocast_dtype)
             out_tensors, out_spec = flatten(out)
         except Exception as e:  # an operator that cannot be recorded (or an output that cannot be kept)
             self.failure = e
@@ -251,7 +260,7 @@ class GraphedOrEager:
                            str(e).splitlines()[0] if str(e) else "")
             return None
         self._seen.pop(key, None)
-        entry = _Entry(graph, inputs, out_tensors, out_spec)
+        entry = _Entry(graph, inputs, out_tensors, out_spec, kept)
         self._graphs[key] = entry
         self.captures += 1
         while len(self._graphs) > self.max_graphs:
