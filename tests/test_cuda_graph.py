@@ -229,9 +229,14 @@ def test_recorded_graphs_keep_the_cached_constants_they_read_alive(tiny_model):
         c.clear()  # as a cache does past MAX_ENTRIES sizes
     gc.collect()
     assert all(r() is not None for r in refs)  # kept by the recorded graph
+    # weights replaced without _apply (assign=True): the graph keeps the old tensors it reads alive too
+    old = [weakref.ref(p) for p in model.parameters()]
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    gc.collect()
+    assert all(r() is not None for r in old) and all(a is not r() for a, r in zip(model.parameters(), old))
     wrapper.reset()
     gc.collect()
-    assert all(r() is None for r in refs)  # and freed with it
+    assert all(r() is None for r in refs + old)  # and freed with it
 
 
 def test_graphed_predictor_matches_eager_click_by_click(tiny_model):

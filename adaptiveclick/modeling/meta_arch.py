@@ -15,6 +15,7 @@ weighted loss dict; in eval mode ``forward`` (or :meth:`inference` in any mode) 
 ``[{"mask_logits": (1, H, W)}]`` at each input's resolution.
 """
 
+import contextlib
 import math
 from typing import Dict, List, Optional
 
@@ -189,13 +190,24 @@ class _ClickModel(nn.Module):
         """
         from adaptiveclick.utils.cuda_graph import GraphedOrEager
 
-        from .shape_cache import collecting_constants
-
-        # the graphs keep the cached size constants they read (position encodings, index tensors, ...) alive
         wrapper = GraphedOrEager(self._network, max_graphs=max_graphs, capture_after=capture_after,
-                                 keep_alive=collecting_constants)
+                                 keep_alive=self._graph_keep_alive)
         self.set_network_wrapper(wrapper)
         return wrapper
+
+    @contextlib.contextmanager
+    def _graph_keep_alive(self):
+        """What a graph recorded inside the block reads by address and must keep alive: the cached size
+        constants it is handed (position encodings, index tensors, ...; a cache may start over) and the model's
+        parameters and buffers (``load_state_dict(..., assign=True)`` replaces them without ``_apply``; the
+        graph then still reads the old values, but never freed memory: :meth:`graph_network` again, or
+        ``reset()``, records the new ones)."""
+        from .shape_cache import collecting_constants
+
+        with collecting_constants() as kept:
+            kept.extend(self.parameters())
+            kept.extend(self.buffers())
+            yield kept
 
     def set_network_wrapper(self, wrapper):
         """Run inference through ``wrapper(data)`` (a callable around :meth:`_network`, as :meth:`compile_network`
