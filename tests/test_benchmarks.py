@@ -920,9 +920,10 @@ def test_bad_device_as_subprocess_exit_code(tmp_path):
 # -- the prepared GPU run (tools/device/gpu_check.sh) ---------------------------------------------------------
 
 
-def _device_script_commands():
-    """(tool, argv) of every ``tools/<tool>.py`` call in tools/device/gpu_check.sh, "$OUT" replaced; ``tool`` is
-    the path under tools/ without ``.py``."""
+def _device_script_commands(graph="--cuda-graph"):
+    """(tool, argv) of every ``tools/<tool>.py`` call in tools/device/gpu_check.sh, "$OUT" replaced and $GRAPH
+    set to ``graph`` (the script's --cuda-graph, empty when its CUDA graph tests failed); ``tool`` is the path
+    under tools/ without ``.py``."""
     import shlex
 
     with open(os.path.join(TOOLS, "device", "gpu_check.sh")) as f:
@@ -931,8 +932,8 @@ def _device_script_commands():
     for line in text.splitlines():
         if line.lstrip().startswith("#") or "tools/" not in line or ".py" not in line:
             continue
-        lexer = shlex.shlex(line.replace('"$OUT"', "/tmp/gpu_check_out").replace('"$PY"', "python"), posix=True,
-                            punctuation_chars=True)
+        line = line.replace('"$OUT"', "/tmp/gpu_check_out").replace('"$PY"', "python").replace("$GRAPH", graph)
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         tokens = list(lexer)
         for i, tok in enumerate(tokens):
@@ -952,9 +953,10 @@ def test_device_script_commands_parse(monkeypatch):
     typo there would waste a lent machine)."""
     import argparse
 
-    calls = _device_script_commands()
+    calls = _device_script_commands() + _device_script_commands(graph="")  # with and without --cuda-graph
     assert {tool for tool, _ in calls} >= {"benchmark_msda", "benchmark_official", "check_cuda_sync",
                                           "benchmark_inference", "benchmark_train", "device/prebuilt"}
+    assert sum("--cuda-graph" in argv for _, argv in calls) == 2
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):

@@ -6,8 +6,9 @@
 #   2. the extension with its CUDA kernel: the one carried in .prebuilt/ (compiled by fetch_wheels.sh for this
 #      machine's Python and torch) if tools/device/prebuilt.py finds that it fits and works, else compiled here
 #      (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0 for Hopper; 3 minutes on 2 cores here, not timed there)
-#   3. the CUDA tests (pytest -m cuda: the op against the reference, fp16/bf16, gradients, the predictor, its
-#      CUDA graphs, pinned training batches, the official training step)
+#   3. the CUDA tests (pytest -m cuda): the CUDA graphs' first and alone (if they fail, steps 4 and 7 run
+#      without --cuda-graph), then the op against the reference, fp16/bf16, gradients, the predictor, pinned
+#      training batches, the official training step
 #   4. ours vs the official model per click, ViT-B and ViT-H, fp32 and bf16, ours also with CUDA graphs
 #      (needs .official/)
 #   5. training side by side: ViT-B batch 16 and ViT-H batch 8, ours fp32 + bf16 AMP vs official fp32, all three
@@ -39,6 +40,7 @@ PY="${PYTHON:-python3}"
 T0=$(date +%s)
 DEADLINE=$(( T0 + ${GPU_CHECK_SECONDS:-560} ))
 FAILED=()
+LAST_RC=0
 
 # run_step NAME CAP_SECONDS CMD...: run CMD with a timeout of min(CAP, time left - 10 s), or skip it
 run_step() {
@@ -46,11 +48,12 @@ run_step() {
   local left=$(( DEADLINE - $(date +%s) - 10 ))
   local limit=$(( cap < left ? cap : left ))
   if [ "$limit" -lt 20 ]; then
-    echo "=== SKIPPED $name: ${left}s left"; FAILED+=("$name(skipped)"); return
+    echo "=== SKIPPED $name: ${left}s left"; FAILED+=("$name(skipped)"); LAST_RC=124; return
   fi
   echo "=== [$(( $(date +%s) - T0 ))s] $name (limit ${limit}s)"
   timeout --signal=INT --kill-after=5 "$limit" "$@"
   local rc=$?
+  LAST_RC=$rc
   echo "=== [$(( $(date +%s) - T0 ))s] $name: rc=$rc"
   [ "$rc" -eq 0 ] || FAILED+=("$name(rc=$rc)")
 }
@@ -89,11 +92,16 @@ else
     "$PY" setup.py -q build_ext --inplace
 fi
 "$PY" -c "from adaptiveclick.layers.ms_deform_attn import extension_status as s; print('extension', s())"
+# the CUDA graphs' tests first and alone: if recording fails here, the benchmarks below time eager clicks only
+# (no --cuda-graph), so that a capture failing in their process cannot take the side-by-side figures with it
+run_step cuda_graph_tests 60 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_graph.py
+GRAPH=--cuda-graph
+if [ "$LAST_RC" -ne 0 ]; then GRAPH=""; echo "=== the CUDA graph tests failed: benchmarks run without --cuda-graph"; fi
 run_step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ms_deform_attn.py tests/test_inference.py \
-  tests/test_cuda_graph.py tests/test_engine.py tests/test_official_training.py
+  tests/test_engine.py tests/test_official_training.py
 if [ -d .official ]; then
   run_step official_inference 140 "$PY" tools/benchmark_official.py --sizes base huge --device cuda --dtype fp32 bf16 \
-    --cuda-graph --iters 30 --warmup 5 --output "$OUT/official.json"
+    $GRAPH --iters 30 --warmup 5 --output "$OUT/official.json"
   run_step official_train 150 "$PY" tools/benchmark_official.py --train --sizes base huge --device cuda \
     --amp none bf16 --iters 5 --warmup 2 --click-rounds 1 --output "$OUT/official_train.json"
 fi
@@ -103,7 +111,7 @@ if [ ! -f "$OUT/official_train.json" ]; then  # no side-by-side report (no .offi
 fi
 run_step cuda_sync 85 "$PY" tools/check_cuda_sync.py --device cuda --output "$OUT/cuda_sync.json"
 run_step inference 90 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
-  configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor --cuda-graph --iters 20 \
+  configs/sbd/adaptiveclick_vit_h_448.yaml --device cuda --dtype fp32 bf16 --predictor $GRAPH --iters 20 \
   --warmup 5 --output "$OUT/inference.json"
 run_step compile 100 "$PY" tools/benchmark_inference.py --configs configs/sbd/adaptiveclick_vit_b_448.yaml \
   --device cuda --dtype bf16 --predictor --compile --iters 20 --warmup 6 --output "$OUT/compile.json"
