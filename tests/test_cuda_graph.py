@@ -171,6 +171,7 @@ def test_model_graph_network_resets_on_move_and_copies_fresh(tiny_model):
     clone = copy.deepcopy(model)
     assert clone.compiled_network is not wrapper and clone.compiled_network.num_graphs == 0
     assert clone.compiled_network.fn.__self__ is clone  # bound to the copy's network
+    assert clone.compiled_network.keep_alive.__self__ is clone  # and keeps the copy's tensors alive, not ours
     calls = []
     model.set_network_wrapper(lambda data: calls.append(1))
     batch = [{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "clicks": torch.tensor([[5, 6, 1]]),

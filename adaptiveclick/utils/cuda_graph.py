@@ -201,7 +201,7 @@ class GraphedOrEager:
         import copy
 
         return GraphedOrEager(copy.deepcopy(self.fn, memo), self.max_graphs, self.capture_after,
-                              copy.deepcopy(self.backend, memo), self.keep_alive)
+                              copy.deepcopy(self.backend, memo), copy.deepcopy(self.keep_alive, memo))
 
     def _eager(self, args, kwargs):
         self.eager_calls += 1
