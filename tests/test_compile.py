@@ -47,6 +47,7 @@ def test_compile_failure_falls_back_to_eager_once(caplog):
         assert wrapper(torch.tensor(3.0)).item() == 7.0
         assert wrapper(torch.tensor(4.0)).item() == 9.0
     assert not wrapper.active and isinstance(wrapper.failure, compile_failure_types())
+    assert wrapper.failure_repr == repr(wrapper.failure)[:500] and CompiledOrEager(lambda x: x).failure_repr is None
     assert compiler.compiled.calls == 1  # never retried after the failure
     assert (wrapper.compiled_calls, wrapper.eager_calls) == (0, 2)
     warnings = [r for r in caplog.records if "running it eagerly" in r.getMessage()]

@@ -131,6 +131,7 @@ def test_capture_failure_falls_back_once_and_warm_up_errors_propagate(caplog):
     with caplog.at_level(logging.WARNING, logger="adaptiveclick.utils.cuda_graph"):
         outs = [call(w, x + i) for i in range(3)]
     assert not w.active and "stream is capturing" in str(w.failure)
+    assert w.failure_repr == "RuntimeError('operation not permitted when stream is capturing')"
     assert w.eager_calls == 3 and backend.warm_ups == 1 and w.num_graphs == 0
     assert [o["y"][0, 0].item() for o in outs] == [3.0, 5.0, 7.0]
     assert len([r for r in caplog.records if "running it eagerly" in r.getMessage()]) == 1

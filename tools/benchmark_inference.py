@@ -117,12 +117,12 @@ def measure_predictor(model, cfg, image, device, dtype, iters, warmup, clicks_pe
                          peak_memory_mb=peak["peak_memory_mb"], peak_memory_kind=peak["kind"])
         wrapper = model.compiled_network  # compile=True / cuda_graph=True: how its calls ran
         if wrapper is not None:
-            failure = None if wrapper.failure is None else repr(wrapper.failure)[:500]
             if compiled:
                 out[name].update(compile_mode=wrapper.mode, compiled_calls=wrapper.compiled_calls,
-                                 compile_failure=failure)
+                                 compile_failure=wrapper.failure_repr)
             else:
-                out[name].update(graph_captures=wrapper.captures, graph_replays=wrapper.replays, graph_failure=failure)
+                out[name].update(graph_captures=wrapper.captures, graph_replays=wrapper.replays,
+                                 graph_failure=wrapper.failure_repr)
             out[name]["eager_calls"] = wrapper.eager_calls
             model.uncompile_network()
     return out

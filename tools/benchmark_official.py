@@ -204,7 +204,7 @@ def compare(name, config_file, cfg, args, device, official_root):
         if wrapper is not None:
             g = {"forward": t_fwd["ours_cuda_graph"], "whole_click": t_click["ours_cuda_graph"],
                  "captures": wrapper.captures, "replays": wrapper.replays, "eager_calls": wrapper.eager_calls,
-                 "failure": None if wrapper.failure is None else repr(wrapper.failure)[:500]}
+                 "failure": wrapper.failure_repr}
             g["ratio_over_official"] = {"forward_paired": paired_ratio(t_fwd["ours_cuda_graph"], t_fwd["official"]),
                                         "whole_click_paired": paired_ratio(t_click["ours_cuda_graph"],
                                                                            t_click["official"])}

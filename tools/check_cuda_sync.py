@@ -162,7 +162,7 @@ def main(argv=None):
         stages["predictor_click_graph"] = measure_stage(graphed_click, device, args.iters)
         stages["predictor_click_graph"]["cuda_graph"] = {
             "recorded": wrapper.captures, "replays_measured": wrapper.replays - before, "eager": wrapper.eager_calls,
-            "failure": None if wrapper.failure is None else repr(wrapper.failure)[:500]}
+            "failure": wrapper.failure_repr}
         model.uncompile_network()
     if args.train_batch:
         del whole_click, network, predictor_click, graphed_click, model  # the training model's turn

@@ -93,7 +93,7 @@ def main(args):
     run = {"weights": cfg.MODEL.WEIGHTS, "quantize": "int8" if args.int8 else None, "cuda_graph": args.cuda_graph}
     if graphs is not None:
         run["cuda_graph_calls"] = {"recorded": graphs.captures, "replays": graphs.replays, "eager": graphs.eager_calls,
-                                   "failure": None if graphs.failure is None else repr(graphs.failure)[:500]}
+                                   "failure": graphs.failure_repr}
         logging.getLogger("adaptiveclick").info("CUDA graphs: %d recorded, %d replays, %d eager network calls%s",
                                                 graphs.captures, graphs.replays, graphs.eager_calls,
                                                 "" if graphs.failure is None else f" (fell back: {graphs.failure})")

@@ -79,6 +79,11 @@ class CompiledOrEager:
         """True while calls go through the compiled function."""
         return self.failure is None
 
+    @property
+    def failure_repr(self) -> Optional[str]:
+        """``repr`` of :attr:`failure` cut to 500 characters (for reports), or None."""
+        return None if self.failure is None else repr(self.failure)[:500]
+
     def __call__(self, *args, **kwargs):
         if self.failure is None:
             try:

@@ -187,6 +187,11 @@ class GraphedOrEager:
         return self.failure is None
 
     @property
+    def failure_repr(self) -> Optional[str]:
+        """``repr`` of :attr:`failure` cut to 500 characters (for reports), or None."""
+        return None if self.failure is None else repr(self.failure)[:500]
+
+    @property
     def num_graphs(self) -> int:
         return len(self._graphs)
 
