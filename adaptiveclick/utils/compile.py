@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["CompiledOrEager", "COMPILE_MODES", "default_compile_mode", "compile_failure_types"]
+__all__ = ["FallbackToEager", "CompiledOrEager", "COMPILE_MODES", "default_compile_mode", "compile_failure_types"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,25 @@ def compile_failure_types():
     return tuple(types)
 
 
-class CompiledOrEager:
+class FallbackToEager:
+    """What a wrapper that falls back to eager execution reports: ``failure`` (None, or the exception after
+    which every call is eager), :attr:`active` and :attr:`failure_repr`.  Shared by :class:`CompiledOrEager` and
+    ``adaptiveclick.utils.cuda_graph.GraphedOrEager``."""
+
+    failure: Optional[BaseException] = None
+
+    @property
+    def active(self) -> bool:
+        """True until the wrapper has fallen back (every call is then eager)."""
+        return self.failure is None
+
+    @property
+    def failure_repr(self) -> Optional[str]:
+        """``repr`` of :attr:`failure` cut to 500 characters (for reports), or None."""
+        return None if self.failure is None else repr(self.failure)[:500]
+
+
+class CompiledOrEager(FallbackToEager):
     """``fn`` run through ``torch.compile`` (mode ``mode``), or eagerly once compiling has failed.
 
     Attributes: ``fn`` (the eager callable), ``mode``, ``failure`` (None, or the exception that made it fall
@@ -73,16 +91,6 @@ class CompiledOrEager:
         self.eager_calls = 0
         self._compiled = (compiler or torch.compile)(fn, mode=mode)
         self._failure_types = compile_failure_types()
-
-    @property
-    def active(self) -> bool:
-        """True while calls go through the compiled function."""
-        return self.failure is None
-
-    @property
-    def failure_repr(self) -> Optional[str]:
-        """``repr`` of :attr:`failure` cut to 500 characters (for reports), or None."""
-        return None if self.failure is None else repr(self.failure)[:500]
 
     def __call__(self, *args, **kwargs):
         if self.failure is None:

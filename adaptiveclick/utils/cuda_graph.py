@@ -42,6 +42,8 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
+from adaptiveclick.utils.compile import FallbackToEager
+
 __all__ = ["GraphedOrEager", "CudaGraphBackend", "flatten", "unflatten"]
 
 logger = logging.getLogger(__name__)
@@ -151,7 +153,7 @@ class _Entry:
         self.kept = kept  # what the keep_alive context collected during the capture: alive as long as the graph
 
 
-class GraphedOrEager:
+class GraphedOrEager(FallbackToEager):
     """``fn`` replayed from recorded CUDA graphs where it can be, else run eagerly (module docstring).
 
     ``keep_alive``: optional factory of a context manager entered around each capture; what it yields is kept
@@ -180,16 +182,6 @@ class GraphedOrEager:
         self._graphs: "collections.OrderedDict[Any, _Entry]" = collections.OrderedDict()
         self._seen: "collections.OrderedDict[Any, int]" = collections.OrderedDict()
         self._lock = threading.RLock()
-
-    @property
-    def active(self) -> bool:
-        """False once a capture has failed (every call is then eager)."""
-        return self.failure is None
-
-    @property
-    def failure_repr(self) -> Optional[str]:
-        """``repr`` of :attr:`failure` cut to 500 characters (for reports), or None."""
-        return None if self.failure is None else repr(self.failure)[:500]
 
     @property
     def num_graphs(self) -> int:
