@@ -25,7 +25,7 @@ from adaptiveclick.modeling.position_encoding import PositionEmbeddingSine
 from adaptiveclick.modeling.targets import build_targets
 from adaptiveclick.modeling.transformer_decoder.camd import (CAMDDecoder, SDPAMultiheadAttention,
                                                              clicks_aware_attention_mask, open_full_rows,
-                                                             pool_click_map)
+                                                             pool_click_map, pool_click_maps)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -652,6 +652,70 @@ def test_caam_mask_rule_hand_example():
     rows = torch.rand(2, 6, 9, generator=g) > 0.3
     rows[0, 1] = rows[1, 4] = True
     assert torch.equal(open_full_rows(rows), ~rows | rows.all(-1, keepdim=True))
+
+
+def _official_caam_blocked(mask_logits, class_logits, target_size, click_map, input_width):
+    """The rule as the official code states it (model.md §4.2): resize, sigmoid < 0.5, pool the click map
+    multiplied by each query's object flag (argmax == 1) level by level, < 0.5; literal, no shortcuts."""
+    resized = F.interpolate(mask_logits.float(), size=target_size, mode="bilinear", align_corners=False)
+    g = (class_logits.argmax(-1) == 1).float()  # (B, Q)
+    x = (g[:, :, None, None] * click_map[:, None]).flatten(0, 1)[:, None]  # one pooled map per query
+    for _ in range(max(0, math.floor(math.log2(input_width / target_size[1])))):
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+    if tuple(x.shape[-2:]) != tuple(target_size):
+        x = F.interpolate(x, size=target_size, mode="bilinear", align_corners=False)
+    clicks = x[:, 0].view(*g.shape, *target_size)
+    return ((resized.sigmoid() < 0.5) & (clicks < 0.5)).flatten(2)
+
+
+@pytest.mark.parametrize("size,levels", [(64, [(2, 2), (4, 4), (8, 8)]), (56, [(2, 2), (4, 4), (8, 8)]),
+                                         (96, [(3, 3), (6, 6), (12, 12)])])
+def test_caam_mask_equals_the_literal_official_rule(size, levels):
+    """Our operator-lean rule (m < 0, shared poolings, one boolean click map per level, logit_1 > logit_0)
+    against the literal rule per query, on random logits with tied class logits and patch-14-like sizes."""
+    g = torch.Generator().manual_seed(size)
+    b, q = 2, 6
+    click_map = torch.zeros(b, size, size)
+    click_map[0, 5:9, 20:24] = 1
+    click_map[1, size - 6:, :4] = 1
+    click_map[1, 30:33, 30:33] = 1
+    class_logits = torch.randn(b, q, 2, generator=g)
+    class_logits[0, 0] = class_logits[1, 2] = 0.5  # ties: argmax 0, not the object
+    class_logits[:, 1, 1] = class_logits[:, 1, 0] + 1  # an object query in each image
+    pooled = pool_click_maps(click_map, levels, size)
+    for lvl, s in enumerate(levels):
+        torch.testing.assert_close(pooled[lvl], pool_click_map(click_map, s, size), rtol=0, atol=0)
+        mask_logits = torch.randn(b, q, size // 4, size // 4, generator=g)
+        expected = _official_caam_blocked(mask_logits, class_logits, s, click_map, size)
+        assert not expected.all() and expected.any()
+        for clicks in (pooled[lvl], pooled[lvl] >= 0.5):  # the float map or its boolean click pixels
+            assert torch.equal(clicks_aware_attention_mask(mask_logits, class_logits, s, clicks), expected)
+        resized = F.interpolate(mask_logits, size=s, mode="bilinear", align_corners=False)  # eval: at the level
+        assert torch.equal(clicks_aware_attention_mask(resized, class_logits, s, pooled[lvl] >= 0.5), expected)
+    # the clicks open something the masks alone keep blocked (else the comparison could not tell)
+    plain = clicks_aware_attention_mask(mask_logits, class_logits, levels[-1], None)
+    assert not torch.equal(plain, expected)
+    # more than 2 classes: argmax == 1 is the object flag
+    three = torch.cat([class_logits, torch.full((b, q, 1), -9.0)], -1)
+    three[0, 3] = torch.tensor([0.0, 1.0, 2.0])  # class 2 wins: not the object
+    expected3 = _official_caam_blocked(mask_logits, three, levels[-1], click_map, size)
+    assert torch.equal(clicks_aware_attention_mask(mask_logits, three, levels[-1], pooled[-1]), expected3)
+
+
+def test_pool_click_maps_share_the_poolings():
+    from adaptiveclick.utils.op_count import count_operators
+
+    click_map = torch.zeros(1, 448, 448)
+    click_map[0, 100:110, 200:210] = 1
+    levels = [(14, 14), (28, 28), (56, 56)]
+    counts, pooled = count_operators(lambda: pool_click_maps(click_map, levels, 448))
+    assert dict(counts["top_compute"]).get("max_pool2d_with_indices") == 5  # 448 -> 14 takes 5; 28 and 56 on the way
+    for p, s in zip(pooled, levels):
+        assert torch.equal(p, pool_click_map(click_map, s, 448))
+    adaptive = pool_click_maps(click_map, levels, 448, "adaptive_max")
+    assert [tuple(p.shape[-2:]) for p in adaptive] == levels and all(p.max() == 1 for p in adaptive)
+    with pytest.raises(ValueError, match="pooling"):
+        pool_click_maps(click_map, levels, 448, "avg")
 
 
 def _decoder_outputs(decoder, features, mask_features, click_map):

@@ -29,7 +29,7 @@ from ..position_encoding import PositionEmbeddingSine
 from ..shape_cache import shape_constant
 
 __all__ = ["TRANSFORMER_DECODER_REGISTRY", "build_transformer_decoder", "CAMDDecoder", "SDPAMultiheadAttention",
-           "clicks_aware_attention_mask", "open_full_rows", "pool_click_map", "CAAM_MODES", "CAAM_POOLINGS"]
+           "clicks_aware_attention_mask", "open_full_rows", "pool_click_map", "pool_click_maps", "CAAM_MODES", "CAAM_POOLINGS"]
 
 TRANSFORMER_DECODER_REGISTRY = Registry("ADAPTIVECLICK_TRANSFORMER_DECODER")
 TRANSFORMER_DECODER_REGISTRY.__doc__ = """Mask decoders of adaptiveclick: ``cls(cfg, in_channels)``."""
@@ -52,18 +52,30 @@ def pool_click_map(click_map, target_size, input_width, pooling="official"):
     push a pooled click below 0.5 so that it vanishes (quirk 11).  ``"adaptive_max"``: one adaptive max-pool
     straight to (h, w), so a click always survives.  Returns (B, h, w).
     """
-    h, w = int(target_size[0]), int(target_size[1])
+    return pool_click_maps(click_map, [target_size], input_width, pooling)[0]
+
+
+def pool_click_maps(click_map, target_sizes, input_width, pooling="official"):
+    """:func:`pool_click_map` for several levels at once: the same maps, but with ``"official"`` pooling the
+    repeated 3x3 stride-2 max-pools are shared (the level pooled n times continues from the one pooled fewer
+    times), so the three levels of a 448-px ViT-B take 5 poolings instead of 5 + 4 + 3.  Returns a list."""
+    if pooling not in CAAM_POOLINGS:
+        raise ValueError(f"CAAM pooling must be one of {CAAM_POOLINGS}, got {pooling!r}")
+    sizes = [(int(s[0]), int(s[1])) for s in target_sizes]
     x = click_map[:, None].float()
     if pooling == "adaptive_max":
-        return F.adaptive_max_pool2d(x, (h, w))[:, 0]
-    if pooling != "official":
-        raise ValueError(f"CAAM pooling must be one of {CAAM_POOLINGS}, got {pooling!r}")
-    n = max(0, math.floor(math.log2(input_width / w)))
-    for _ in range(n):
-        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
-    if tuple(x.shape[-2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    return x[:, 0]
+        return [F.adaptive_max_pool2d(x, s)[:, 0] for s in sizes]
+    times = [max(0, math.floor(math.log2(input_width / w))) for _, w in sizes]
+    pooled = {0: x}
+    for n in range(1, max(times, default=0) + 1):
+        pooled[n] = F.max_pool2d(pooled[n - 1], kernel_size=3, stride=2, padding=1)
+    out = []
+    for s, n in zip(sizes, times):
+        y = pooled[n]
+        if tuple(y.shape[-2:]) != s:
+            y = F.interpolate(y, size=s, mode="bilinear", align_corners=False)
+        out.append(y[:, 0])
+    return out
 
 
 def clicks_aware_attention_mask(mask_logits, class_logits, target_size, pooled_clicks=None):
@@ -71,23 +83,35 @@ def clicks_aware_attention_mask(mask_logits, class_logits, target_size, pooled_c
 
     Args:
         mask_logits: (B, Q, H4, W4) query mask logits (or already at ``target_size``: used as they are).
-        class_logits: (B, Q, 2) class logits; argmax 1 = the query is currently the object.
+        class_logits: (B, Q, C) class logits; argmax 1 = the query is currently the object.
         target_size: (h, w) of the attended level.
-        pooled_clicks: (B, h, w) from :func:`pool_click_map`, or None for plain Mask2Former masking.
+        pooled_clicks: (B, h, w) from :func:`pool_click_map` (a pixel is a click where it is >= 0.5), or the
+            boolean map of those pixels (what the decoder passes: made once per level and click), or None for
+            plain Mask2Former masking.
     Returns:
         (B, Q, h * w) bool, detached.  Rows blocked everywhere are NOT opened here (see :func:`open_full_rows`).
+
+    The official rule, blocked = sigmoid(m) < 0.5 AND pool(g_q * P) < 0.5 with g_q = [argmax_c = 1], is computed
+    in fewer operators (kernel launches of an eager GPU forward): sigmoid(m) < 0.5 is m < 0 (the two differ only
+    for logits within ~6e-8 below zero, where float32's sigmoid rounds to 0.5); max-pooling and the bilinear
+    resize commute with the per-query factor g_q in {0, 1}, so pool(g_q * P) = g_q * pool(P), pooled once per
+    level; and g_q * p < 0.5 is NOT (g_q AND p >= 0.5).  With 2 classes g_q is logit_1 > logit_0 (argmax
+    takes the first of tied maxima, so a tie is class 0, as here).
     """
     with torch.no_grad():
-        resized = mask_logits.float()
-        if tuple(resized.shape[-2:]) != tuple(target_size):
-            resized = F.interpolate(resized, size=tuple(target_size), mode="bilinear", align_corners=False)
-        blocked = resized.sigmoid() < 0.5
+        logits = mask_logits
+        if tuple(logits.shape[-2:]) != tuple(target_size):
+            logits = F.interpolate(logits.float(), size=tuple(target_size), mode="bilinear", align_corners=False)
+        blocked = logits < 0
         if pooled_clicks is not None:
-            is_object = class_logits.argmax(-1).to(resized.dtype)  # (B, Q) in {0, 1}
-            # max-pool and bilinear resize commute with the per-query factor in {0, 1}, so the official
-            # pool(g_q * P) equals g_q * pool(P), pooled once per level
-            not_click = is_object[:, :, None, None] * pooled_clicks[:, None].to(resized.dtype) < 0.5
-            blocked = blocked & not_click
+            if class_logits.shape[-1] == 2:
+                background, foreground = class_logits.unbind(-1)  # one view operator where two selects took two
+                is_object = foreground > background
+            else:
+                is_object = class_logits.argmax(-1) == 1
+            on_click = pooled_clicks if pooled_clicks.dtype == torch.bool else pooled_clicks >= 0.5
+            # blocked AND NOT (g_q AND click): for booleans a > b is a AND NOT b
+            blocked = blocked > (is_object[:, :, None, None] & on_click[:, None])
         return blocked.flatten(2)
 
 
@@ -330,7 +354,8 @@ class CAMDDecoder(nn.Module):
         for i, x in enumerate(features):
             poss.append(self.pe_layer(x).flatten(2).transpose(1, 2))
             srcs.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).transpose(1, 2))
-        pooled = [pool_click_map(click_map, s, click_map.shape[-1], self.caam_pooling) for s in sizes] \
+        # CAAM's click pixels per level, as booleans (pooled >= 0.5), made once per forward
+        pooled = [p >= 0.5 for p in pool_click_maps(click_map, sizes, click_map.shape[-1], self.caam_pooling)] \
             if self.caam_mode == "official" else [None] * len(sizes)
         query_pos = self.query_embed.weight[None].expand(batch, -1, -1)
         tgt = self.query_feat.weight[None].expand(batch, -1, -1)
