@@ -19,7 +19,7 @@ makes them once per input size), with the debug mode set to ``"warn"``:
   ``--train-amp``, default bf16 on CUDA) and one no-grad click round, on a separate model in train mode fed mapped
   synthetic samples (``adaptiveclick.utils.bench.prepare_train_step``); by design a few per step: the input
   checks' flag, the targets' ``unique``, the matching costs and the losses copied to the host, the gradients'
-  finiteness flag (README, "Host synchronisations of a training step").
+  finiteness flag (docs/speed.md, "Host synchronisations of a training step").
 
 Every synchronising call is recorded with the line of our code that made it (PyTorch reports each as a
 ``UserWarning``); the JSON lists them per stage and the exit status is 1 when the network made any.  Each stage

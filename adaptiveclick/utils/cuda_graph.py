@@ -2,7 +2,7 @@
 fallback to eager execution.
 
 Why: a batch-1 click is a few hundred small kernels.  Eager, each goes through Python and the dispatcher before
-it is launched, so on a fast GPU the host, not the GPU, sets the time of a click (README, "Operators per
+it is launched, so on a fast GPU the host, not the GPU, sets the time of a click (docs/speed.md, "Operators per
 click").  A CUDA graph records the launches of one call once and replays them all with one host call.  Our
 network reads no device value on the host (a test traps every such read), its inputs for one image size have
 fixed shapes (the clicks reach it as maps, not as a list), and what depends only on the size is cached

@@ -2,7 +2,7 @@
 quantised per call), through PyTorch's ``torch.ao.quantization.quantize_dynamic``.
 
 Why: on CPUs without fast bf16 (AVX2 only), fp32 matrix products are the floor of a ViT-B/448 click
-(the linear layers are ~133 GFLOP per click, see the README's Speed section); int8 products roughly halve
+(the linear layers are ~133 GFLOP per click, see docs/speed.md); int8 products roughly halve
 their time.  What it costs: the logits move (max |change| 1.9 on a random-weight ViT-B/448 with logits up to
 26; 2.2 % of the mask pixels flipped there); on a trained model the effect must be measured with the NoC
 protocol before relying on it (``tools/evaluate_noc.py --int8``).  The convolutions, the deformable-attention

@@ -6,8 +6,8 @@
 FOLDER holds the run's files (the device tool's ``files_at``): log.txt, official.json, official_train.json (or
 train.json), cuda_sync.json, inference.json, compile.json, loader.json, msda.json; a missing or incomplete one
 is reported as such.  Prints Markdown (the device and versions, one table per report, the verdicts) ready for
-the README's speed section and the closing note, and optionally writes the verdicts as JSON.  Exit status 0
-whatever the verdicts (it reads, it does not judge the run); 2 if FOLDER has none of these files.
+the README's speed section, docs/speed.md and the closing note, and optionally writes the verdicts as JSON.
+Exit status 0 whatever the verdicts (it reads, it does not judge the run); 2 if FOLDER has none of these files.
 
 Targets (issue 10, benchmarks, not tests): ViT-B bf16 whole click <= 5 ms and <= 1/3 of the official fp32
 click; ViT-H bf16 <= 1/3 of the official fp32 click (each also judged for our network replayed from CUDA graphs,

@@ -29,7 +29,8 @@ from ..position_encoding import PositionEmbeddingSine
 from ..shape_cache import shape_constant
 
 __all__ = ["TRANSFORMER_DECODER_REGISTRY", "build_transformer_decoder", "CAMDDecoder", "SDPAMultiheadAttention",
-           "clicks_aware_attention_mask", "open_full_rows", "pool_click_map", "pool_click_maps", "CAAM_MODES", "CAAM_POOLINGS"]
+           "clicks_aware_attention_mask", "open_full_rows", "pool_click_map", "pool_click_maps", "CAAM_MODES",
+           "CAAM_POOLINGS"]
 
 TRANSFORMER_DECODER_REGISTRY = Registry("ADAPTIVECLICK_TRANSFORMER_DECODER")
 TRANSFORMER_DECODER_REGISTRY.__doc__ = """Mask decoders of adaptiveclick: ``cls(cfg, in_channels)``."""
