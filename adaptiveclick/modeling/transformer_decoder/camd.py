@@ -94,7 +94,7 @@ def clicks_aware_attention_mask(mask_logits, class_logits, target_size, pooled_c
 
     The official rule, blocked = sigmoid(m) < 0.5 AND pool(g_q * P) < 0.5 with g_q = [argmax_c = 1], is computed
     in fewer operators (kernel launches of an eager GPU forward): sigmoid(m) < 0.5 is m < 0 (the two differ only
-    for logits within ~6e-8 below zero, where float32's sigmoid rounds to 0.5); max-pooling and the bilinear
+    for logits within ~1.8e-7 below zero, where float32's sigmoid rounds to 0.5); max-pooling and the bilinear
     resize commute with the per-query factor g_q in {0, 1}, so pool(g_q * P) = g_q * pool(P), pooled once per
     level; and g_q * p < 0.5 is NOT (g_q AND p >= 0.5).  With 2 classes g_q is logit_1 > logit_0 (argmax
     takes the first of tied maxima, so a tie is class 0, as here).
