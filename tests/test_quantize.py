@@ -54,6 +54,37 @@ def test_quantize_refuses_what_it_cannot_do(tiny_model):
         tiny_model.uncompile_network()
 
 
+def test_quantize_says_when_this_torch_lacks_the_int8_api(monkeypatch):
+    """torch.ao.quantization is deprecated upstream: a torch without it gets a clear error, not an AttributeError
+    from deep inside, and the warnings the deprecated path still prints are kept out of the user's way."""
+    import re
+    import sys
+    import warnings
+
+    from adaptiveclick.utils import quantize as quantize_module
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4)).eval()
+    real = quantize_module._quantize_dynamic()
+
+    def noisy(*args, **kwargs):  # what torch 2.14 prints (its C++ warning fires once per process: made here)
+        warnings.warn("torch.ao.quantization is deprecated", DeprecationWarning)
+        warnings.warn("torch.quantize_per_tensor ... are deprecated", UserWarning)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(quantize_module, "_quantize_dynamic", lambda: noisy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning that reaches the caller fails here
+            assert count_quantized_linears(quantize_dynamic_int8(model)) == 1
+        with pytest.warns(UserWarning, match="other"):  # other warnings still reach the user
+            m.setattr(quantize_module, "_quantize_dynamic",
+                      lambda: lambda *a, **k: (warnings.warn("other", UserWarning), real(*a, **k))[1])
+            quantize_dynamic_int8(model)
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # importing it now raises ImportError
+    with pytest.raises(RuntimeError, match=rf"torch\.ao\.quantization\.quantize_dynamic.*{re.escape(torch.__version__)}"):
+        quantize_dynamic_int8(model)
+
+
 def test_predictor_int8_option(tiny_model):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (96, 112, 3), dtype=np.uint8)

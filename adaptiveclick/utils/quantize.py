@@ -2,8 +2,11 @@
 quantised per call), through PyTorch's ``torch.ao.quantization.quantize_dynamic``.
 
 Why: on CPUs without fast bf16 (AVX2 only), fp32 matrix products are the floor of a ViT-B/448 click
-(the linear layers are ~133 GFLOP per click, see docs/speed.md); int8 products roughly halve
-their time.  What it costs: the logits move (max |change| 1.9 on a random-weight ViT-B/448 with logits up to
+(the linear layers are ~133 GFLOP per click, see docs/speed.md); int8 products can cut their time, by how
+much depends on the CPU: a ViT-B/448 click took 0.59-0.62 of the official fp32 time in int8 against ~0.8 in
+fp32 on one 2-core AMD EPYC, while on another (2026-12-08) an int8 linear layer of the ViT-B MLP was only 8 %
+faster than fp32 and the int8 click no faster; measure on your CPU (``tools/benchmark_inference.py --dtype
+fp32 int8``).  What it costs: the logits move (max |change| 1.9 on a random-weight ViT-B/448 with logits up to
 26; 2.2 % of the mask pixels flipped there); on a trained model the effect must be measured with the NoC
 protocol before relying on it (``tools/evaluate_noc.py --int8``).  The convolutions, the deformable-attention
 kernel and the decoder's functional attention stay fp32.
@@ -46,12 +49,28 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
                          "compile the quantised copy")
     if not any(type(m) is nn.Linear for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to quantise")
+    quantize_dynamic = _quantize_dynamic()
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the eager dynamic path still works as documented
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+        quantized = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
     return quantized.eval()
+
+
+def _quantize_dynamic():
+    """PyTorch's eager ``quantize_dynamic``, or a RuntimeError saying why int8 is unavailable: PyTorch deprecated
+    ``torch.ao.quantization`` (announced for removal in favour of torchao), so a future torch may lack it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            from torch.ao.quantization import quantize_dynamic
+    except ImportError as e:
+        raise RuntimeError(f"int8 inference needs torch.ao.quantization.quantize_dynamic, which torch "
+                           f"{torch.__version__} does not provide ({e}); use fp32, or a torch that still has it") \
+            from e
+    return quantize_dynamic
 
 
 def count_quantized_linears(model: nn.Module) -> int:
