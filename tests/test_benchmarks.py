@@ -206,6 +206,40 @@ def test_time_interleaved_rotates_the_order_and_pairs_rounds(monkeypatch):
         bench.time_interleaved({"x": 3}, warmup=0, iters=1)
 
 
+def test_time_interleaved_stages_share_the_rounds(monkeypatch):
+    """Forward and whole click of each contestant in the same rounds: with the machine slowing down 3x after
+    every round, the per-round ratio of a whole click to its forward stays that of their costs, and so does
+    the paired ratio of two contestants in each stage."""
+    clock = {"t": 0.0, "factor": 1.0}
+    calls = []
+
+    def make(name, ms):
+        def fn():
+            calls.append(name)
+            clock["t"] += ms / 1000.0 * clock["factor"]
+        return fn
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+    real_round_done = bench._Progress.round_done
+
+    def round_done(self, timed, k):  # the drift: every round after the first runs 3x slower than the one before
+        clock["factor"] *= 3.0
+        return real_round_done(self, timed, k)
+
+    monkeypatch.setattr(bench._Progress, "round_done", round_done)
+    stages = {"forward": {"ours": make("of", 10.0), "official": make("xf", 20.0)},
+              "whole click": {"ours": make("oc", 12.0), "official": make("xc", 25.0)}}
+    out = bench.time_interleaved_stages(stages, warmup=1, iters=3, device="cpu", label="t")
+    assert set(out) == {"forward", "whole click"} and all(set(v) == {"ours", "official"} for v in out.values())
+    rounds = [calls[4 * k:4 * k + 4] for k in range(4)]
+    assert all(sorted(r) == ["oc", "of", "xc", "xf"] for r in rounds) and rounds[1] != rounds[2]  # rotated
+    fwd, click = out["forward"], out["whole click"]
+    assert fwd["ours"]["times_ms"] == pytest.approx([30.0, 90.0, 270.0])  # 10 ms at 3x, 9x, 27x
+    assert bench.paired_ratio(click["ours"], fwd["ours"]) == pytest.approx(1.2)
+    assert bench.paired_ratio(fwd["ours"], fwd["official"]) == pytest.approx(0.5)
+    assert bench.paired_ratio(click["ours"], click["official"]) == pytest.approx(12.0 / 25.0)
+
+
 def test_time_interleaved_reports_page_faults_and_system_time():
     def fresh_memory():  # 512 MiB of new pages, every 4 KiB page written
         block = np.empty(512 * 2 ** 20, dtype=np.uint8)

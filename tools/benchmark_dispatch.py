@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from adaptiveclick.utils.bench import (benchmark_parser, build_benchmark_model, check_cli_args,  # noqa: E402
                                        check_click_mask, cli_load_config, click_inputs, format_table,
-                                       free_device_cache, paired_ratio, save_report, time_interleaved,
+                                       free_device_cache, paired_ratio, save_report, time_interleaved_stages,
                                        warn_few_iters)
 from adaptiveclick.utils.op_count import count_operators  # noqa: E402
 from benchmark_official import SIZE_CONFIGS, click_fns  # noqa: E402
@@ -105,10 +105,10 @@ def measure(name, config_file, cfg, narrow_cfg, args, device, official_root):
     models = _models(narrow_cfg, args, device, official_root)
     calls = _calls(models, narrow_cfg.MODEL.VIT.IMG_SIZE, args, device, threshold)
     with torch.no_grad():
-        t_fwd = time_interleaved({who: c[0] for who, c in calls.items()}, args.warmup, args.iters, device,
-                                 label=f"{name} narrow forward")
-        t_click = time_interleaved({who: c[1] for who, c in calls.items()}, args.warmup, args.iters, device,
-                                   label=f"{name} narrow whole click")
+        timed = time_interleaved_stages({"forward": {who: c[0] for who, c in calls.items()},
+                                         "whole click": {who: c[1] for who, c in calls.items()}},
+                                        args.warmup, args.iters, device, label=f"{name} narrow forward + whole click")
+        t_fwd, t_click = timed["forward"], timed["whole click"]
     row["narrow"] = {"overrides": narrow_overrides(cfg), "image_size": [int(narrow_cfg.MODEL.VIT.IMG_SIZE)] * 2,
                      **{who: {"forward": t_fwd[who], "whole_click": t_click[who]} for who in calls}}
     if "official" in calls:

@@ -69,7 +69,7 @@ from adaptiveclick.utils.bench import (AMP_CHOICES, autocast, benchmark_parser, 
                                        click_batch, click_inputs, count_parameters, format_table, forward_only_fn,
                                        free_device_cache, graphed_click_fns, in_precision, model_for_dtype,
                                        paired_ratio, peak_memory_mb, prepare_train_step, reset_peak_memory, save_report,
-                                       synthetic_training_batch, time_interleaved, time_training_interleaved,
+                                       synthetic_training_batch, time_interleaved_stages, time_training_interleaved,
                                        training_peak_memory, TrainingSetup, warn_few_iters, whole_click_fn)
 
 #: default training batch per size (the issue's ViT-B 16, ViT-H 8)
@@ -158,7 +158,7 @@ def compare(name, config_file, cfg, args, device, official_root):
     official = memory_pass(official_model, *inputs, args, device, threshold, official=True)
     official["build"] = {"size": size, "img_size": img_size, "overrides": overrides}
 
-    # time: both models resident, interleaved round by round (bench.time_interleaved)
+    # time: both models resident, interleaved round by round (bench.time_interleaved_stages)
     model = build_benchmark_model(cfg, seed=args.seed)
     rows = []
     for dtype in args.dtype:
@@ -175,13 +175,9 @@ def compare(name, config_file, cfg, args, device, official_root):
         if args.cuda_graph:  # ours again, its network replayed from CUDA graphs, in the same rounds
             forward["ours_cuda_graph"], whole["ours_cuda_graph"], wrapper = graphed_click_fns(
                 ours_model, *inputs, threshold, device, dtype)
-        # forward and whole click in the same rounds too: timed in two blocks, a drift of the machine's speed
-        # between the blocks showed up as a whole click slower than the forward it contains
-        timed = time_interleaved({**{("forward", k): fn for k, fn in forward.items()},
-                                  **{("whole_click", k): fn for k, fn in whole.items()}},
-                                 args.warmup, args.iters, device, label=f"{name} {dtype} forward + whole click")
-        t_fwd = {k: v for (stage, k), v in timed.items() if stage == "forward"}
-        t_click = {k: v for (stage, k), v in timed.items() if stage == "whole_click"}
+        timed = time_interleaved_stages({"forward": forward, "whole click": whole}, args.warmup, args.iters, device,
+                                        label=f"{name} {dtype} forward + whole click")
+        t_fwd, t_click = timed["forward"], timed["whole click"]
         o = {"forward": t_fwd["ours"], "whole_click": t_click["ours"], **ours[dtype]}
         f = {"forward": t_fwd["official"], "whole_click": t_click["official"], **official[dtype]}
         rows.append({

@@ -54,7 +54,8 @@ import torch
 from adaptiveclick.utils.checks import cuda_device_problem
 
 __all__ = ["DTYPES", "QUANTIZED_DTYPES", "AMP_CHOICES", "model_for_dtype", "parse_dtype", "check_device",
-           "synchronize", "time_fn", "time_interleaved", "paired_ratio", "reset_peak_memory", "peak_memory_mb",
+           "synchronize", "time_fn", "time_interleaved", "time_interleaved_stages", "paired_ratio", "reset_peak_memory",
+           "peak_memory_mb",
            "autocast", "in_precision", "count_parameters", "format_table", "load_config", "benchmark_parser",
            "HelpFormatter", "default_dtypes", "default_amp", "warn_few_iters", "MIN_STEADY_ITERS",
            "cli_load_config", "check_cli_args", "check_click_rounds", "free_device_cache", "save_report",
@@ -217,6 +218,17 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int, iters: i
         progress.round_done(True, k)
     return {name: dict(_timing_stats(t), times_ms=t, sys_ms=kernel[name][0], minor_faults=kernel[name][1])
             for name, t in times.items()}
+
+
+def time_interleaved_stages(stages: Dict[str, Dict[str, Callable[[], object]]], warmup: int, iters: int,
+                            device="cpu", label: Optional[str] = None) -> Dict[str, Dict[str, Dict[str, object]]]:
+    """:func:`time_interleaved` of several stages of the same contestants (``{stage: {name: fn}}``, e.g. the
+    forward and the whole click of each model) in the same rounds: ``{stage: {name: timing}}``.  Timed stage
+    after stage instead, a drift of the machine's speed between the blocks of rounds shows up as a difference
+    between the stages (a whole click measured faster or slower than the forward it contains)."""
+    timed = time_interleaved({(stage, name): fn for stage, fns in stages.items() for name, fn in fns.items()},
+                             warmup, iters, device, label=label or " + ".join(stages))
+    return {stage: {name: timed[(stage, name)] for name in fns} for stage, fns in stages.items()}
 
 
 def paired_ratio(a: Dict[str, object], b: Dict[str, object]) -> float:
