@@ -743,7 +743,7 @@ def test_check_cuda_sync_dry_run_on_cpu(tmp_path):
     # with cuda_graph=True on the CPU nothing is recorded: the same click, every network call eager (4 warm-up
     # clicks, 1 measured under the debug mode, 1 counted)
     graphed = report["results"]["predictor_click_graph"]
-    assert graphed["cuda_graph"] == {"recorded": 0, "replays_measured": 0, "eager": 6, "failure": None}
+    assert graphed["cuda_graph"] == {"captures": 0, "replays_measured": 0, "eager_calls": 6, "failure": None}
     assert {k: graphed["operators"][k] for k in ("compute", "host_reads")} == \
            {k: predictor[k] for k in ("compute", "host_reads")}
     # a training step (no click round) reads three values: the input checks' flag, the targets' one unique and
@@ -1193,8 +1193,8 @@ def test_device_summary_judges_the_targets_and_flags_incomplete_reports(tmp_path
                                    "whole_click": {"syncs": 2.0, "events": [{"where": "predictor.py:51"}]},
                                    "predictor_click_graph": {"syncs": 3.0, "events": [],
                                                              "operators": {"compute": 60, "metadata": 90},
-                                                             "cuda_graph": {"recorded": 2, "replays_measured": 1,
-                                                                            "eager": 3, "failure": None}}}}
+                                                             "cuda_graph": {"captures": 2, "replays_measured": 1,
+                                                                            "eager_calls": 3, "failure": None}}}}
     (tmp_path / "cuda_sync.json").write_text(json.dumps(sync))
     _, verdicts = summarize.summarize(str(tmp_path))
     met = {v["target"]: v["met"] for v in verdicts}

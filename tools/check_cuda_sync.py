@@ -161,8 +161,8 @@ def main(argv=None):
         before = wrapper.replays
         stages["predictor_click_graph"] = measure_stage(graphed_click, device, args.iters)
         stages["predictor_click_graph"]["cuda_graph"] = {
-            "recorded": wrapper.captures, "replays_measured": wrapper.replays - before, "eager": wrapper.eager_calls,
-            "failure": wrapper.failure_repr}
+            "captures": wrapper.captures, "replays_measured": wrapper.replays - before,
+            "eager_calls": wrapper.eager_calls, "failure": wrapper.failure_repr}
         model.uncompile_network()
     if args.train_batch:
         del whole_click, network, predictor_click, graphed_click, model  # the training model's turn

@@ -155,7 +155,7 @@ def sync_section(report):
     for name, stage in report["results"].items():
         ops = stage.get("operators") or {}
         graph = stage.get("cuda_graph")
-        note = "" if not graph else (f"CUDA graphs: {graph.get('recorded')} recorded, {graph.get('replays_measured')} "
+        note = "" if not graph else (f"CUDA graphs: {graph.get('captures')} recorded, {graph.get('replays_measured')} "
                                      f"replays measured" + (f", fell back: {graph['failure'][:80]}"
                                                             if graph.get("failure") else ""))
         rows.append([name, _fmt(stage.get("syncs"), "g"), _fmt(ops.get("compute"), "d"), _fmt(ops.get("metadata"), "d"),
