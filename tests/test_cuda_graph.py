@@ -206,20 +206,30 @@ def test_collecting_constants_sees_every_value_handed_out():
     assert len(kept) == 2  # the block is over
 
 
-def test_recorded_graphs_keep_the_cached_constants_they_read_alive(tiny_model):
+@pytest.mark.parametrize("made_by", ["graph_network", "benchmark"])
+def test_recorded_graphs_keep_the_cached_constants_they_read_alive(tiny_model, made_by):
     """A graph reads the shape caches' tensors (position encodings, the PMMD's index tensors, the attention
     bias scalars) by address: while it lives they must survive their cache starting over, or a replay would
-    read freed memory."""
+    read freed memory.  The same for the wrapper the benchmarks time (bench.graphed_click_fns)."""
     import gc
     import weakref
 
     model = copy.deepcopy(tiny_model).eval()
-    wrapper = model.graph_network(capture_after=1)
+    if made_by == "graph_network":
+        wrapper = model.graph_network(capture_after=1)
+        batch = [{"image": torch.zeros(3, 48, 64, dtype=torch.uint8), "clicks": torch.tensor([[5, 6, 1]]),
+                  "prev_mask": torch.zeros(1, 48, 64)}]
+        run = lambda: model(batch)  # noqa: E731
+    else:
+        from adaptiveclick.utils.bench import graphed_click_fns
+
+        forward, _, wrapper = graphed_click_fns(model, np.zeros((48, 64, 3), np.uint8), np.array([[5, 6, 1]]),
+                                                np.zeros((48, 64), np.float32), 0.5)
+        wrapper.capture_after = 1
+        run = forward
     wrapper.backend = StandInBackend()
-    batch = [{"image": torch.zeros(3, 48, 64, dtype=torch.uint8), "clicks": torch.tensor([[5, 6, 1]]),
-              "prev_mask": torch.zeros(1, 48, 64)}]
     with torch.no_grad():
-        model(batch)
+        run()
     assert wrapper.captures == 1
     caches = [c for m in model.modules() for c in (getattr(m, n, None) for n in ("_cache", "_index_cache",
                                                                                    "_bias_values")) if c]

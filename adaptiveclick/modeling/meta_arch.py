@@ -188,12 +188,18 @@ class _ClickModel(nn.Module):
         Moving or converting the model (``.to``, ``.half()``) drops the recorded graphs; loading weights in
         place does not need to.  :meth:`uncompile_network` undoes it.
         """
-        from adaptiveclick.utils.cuda_graph import GraphedOrEager
-
-        wrapper = GraphedOrEager(self._network, max_graphs=max_graphs, capture_after=capture_after,
-                                 keep_alive=self._graph_keep_alive)
+        wrapper = self.network_graphs(max_graphs=max_graphs, capture_after=capture_after)
         self.set_network_wrapper(wrapper)
         return wrapper
+
+    def network_graphs(self, max_graphs: int = 4, capture_after: int = 2):
+        """A new :class:`adaptiveclick.utils.cuda_graph.GraphedOrEager` around :meth:`_network`, keeping alive
+        what its graphs read (:meth:`_graph_keep_alive`), not installed: :meth:`graph_network` installs it, a
+        benchmark may call it directly to time the graphed network beside the eager one."""
+        from adaptiveclick.utils.cuda_graph import GraphedOrEager
+
+        return GraphedOrEager(self._network, max_graphs=max_graphs, capture_after=capture_after,
+                              keep_alive=self._graph_keep_alive)
 
     @contextlib.contextmanager
     def _graph_keep_alive(self):

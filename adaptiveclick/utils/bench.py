@@ -434,11 +434,9 @@ def graphed_click_fns(model, image: np.ndarray, clicks: np.ndarray, prev_mask: n
     shared by both, recording at its second call of a size).  The wrapper is installed only during a
     ``whole_click()`` call, so the same model can be timed eagerly in the same rounds.  Off CUDA every call runs
     eagerly (``wrapper.eager_calls`` says so)."""
-    from adaptiveclick.utils.cuda_graph import GraphedOrEager
-
-    if not hasattr(model, "set_network_wrapper"):
-        raise TypeError(f"{type(model).__name__} has no set_network_wrapper(): cannot replay its network")
-    wrapper = GraphedOrEager(model._network)
+    if not hasattr(model, "network_graphs"):
+        raise TypeError(f"{type(model).__name__} has no network_graphs(): cannot replay its network")
+    wrapper = model.network_graphs()  # with the model's keep-alive of what the graphs read
     with torch.no_grad():
         data = model.preprocess(click_batch(image, clicks, prev_mask))
     eager_click = whole_click_fn(model, image, clicks, prev_mask, threshold, device, dtype)
