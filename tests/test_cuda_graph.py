@@ -79,6 +79,7 @@ def test_second_call_records_and_later_calls_replay_with_fresh_inputs():
     outs = [call(w, x) for x in xs]
     # call 1 eager; call 2 warms up, records and replays; calls 3-4 replay
     assert (w.eager_calls, w.captures, w.replays, backend.warm_ups) == (1, 1, 3, 1)
+    assert w.counters() == {"captures": 1, "replays": 3, "eager_calls": 1, "failure": None}  # as reports show it
     for x, out in zip(xs, outs):  # each result is its own input's, and earlier results were not overwritten
         torch.testing.assert_close(out["y"], x * 2 + 1, rtol=0, atol=0)
         assert out["parts"][0].item() == x.sum().item() and out["parts"][1] is None and out["size"] == (2, 3)
@@ -133,6 +134,7 @@ def test_capture_failure_falls_back_once_and_warm_up_errors_propagate(caplog):
     assert not w.active and "stream is capturing" in str(w.failure)
     assert w.failure_repr == "RuntimeError('operation not permitted when stream is capturing')"
     assert w.eager_calls == 3 and backend.warm_ups == 1 and w.num_graphs == 0
+    assert w.counters() == {"captures": 0, "replays": 0, "eager_calls": 3, "failure": w.failure_repr}
     assert [o["y"][0, 0].item() for o in outs] == [3.0, 5.0, 7.0]
     assert len([r for r in caplog.records if "running it eagerly" in r.getMessage()]) == 1
 

@@ -204,9 +204,7 @@ def compare(name, config_file, cfg, args, device, official_root):
                 "forward_paired": paired_ratio(t_fwd["ours"], t_fwd["official_fp32"]),
                 "whole_click_paired": paired_ratio(t_click["ours"], t_click["official_fp32"])}
         if wrapper is not None:
-            g = {"forward": t_fwd["ours_cuda_graph"], "whole_click": t_click["ours_cuda_graph"],
-                 "captures": wrapper.captures, "replays": wrapper.replays, "eager_calls": wrapper.eager_calls,
-                 "failure": wrapper.failure_repr}
+            g = {"forward": t_fwd["ours_cuda_graph"], "whole_click": t_click["ours_cuda_graph"], **wrapper.counters()}
             g["ratio_over_official"] = {"forward_paired": paired_ratio(t_fwd["ours_cuda_graph"], t_fwd["official"]),
                                         "whole_click_paired": paired_ratio(t_click["ours_cuda_graph"],
                                                                            t_click["official"])}

@@ -92,9 +92,7 @@ def main(args):
     results = noc_test(cfg, model, output_dir=out_dir)  # logs the NoC table on the main process
     run = {"weights": cfg.MODEL.WEIGHTS, "quantize": "int8" if args.int8 else None, "cuda_graph": args.cuda_graph}
     if graphs is not None:
-        # the wrapper's own names, as the benchmarks and check_cuda_sync.py report them
-        run["cuda_graph_calls"] = {"captures": graphs.captures, "replays": graphs.replays,
-                                   "eager_calls": graphs.eager_calls, "failure": graphs.failure_repr}
+        run["cuda_graph_calls"] = graphs.counters()  # as benchmark_official.py reports them
         logging.getLogger("adaptiveclick").info("CUDA graphs: %d recorded, %d replays, %d eager network calls%s",
                                                 graphs.captures, graphs.replays, graphs.eager_calls,
                                                 "" if graphs.failure is None else f" (fell back: {graphs.failure})")

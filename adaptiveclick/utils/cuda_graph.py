@@ -187,6 +187,12 @@ class GraphedOrEager(FallbackToEager):
     def num_graphs(self) -> int:
         return len(self._graphs)
 
+    def counters(self) -> dict:
+        """How the calls ran, for reports: ``captures``, ``replays``, ``eager_calls`` and ``failure``
+        (:attr:`failure_repr`)."""
+        return {"captures": self.captures, "replays": self.replays, "eager_calls": self.eager_calls,
+                "failure": self.failure_repr}
+
     def reset(self) -> None:
         """Drop every recorded graph and call count (after the module's tensors were replaced)."""
         with self._lock:
