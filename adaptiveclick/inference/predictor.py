@@ -134,8 +134,9 @@ class InteractivePredictor:
             hundreds of kernel launches.  Off a CUDA device it changes nothing (a warning says so).  Not
             together with ``compile`` (its "reduce-overhead" mode records CUDA graphs itself).
         quantize: None (fp32) or ``"int8"``: a copy of the model with int8 dynamically quantised linear layers
-            (CPU only, :mod:`adaptiveclick.utils.quantize`); about a quarter faster per ViT-B click on CPUs without
-            fast bf16; NoC unchanged on the small trained model we could check, so check yours with
+            (CPU only, :mod:`adaptiveclick.utils.quantize`); on some CPUs about a quarter faster per ViT-B click,
+            on others no faster (measured; time yours with ``tools/benchmark_inference.py --dtype fp32 int8``); NoC
+            unchanged on the small trained model we could check, so check yours with
             ``tools/evaluate_noc.py --int8`` (README, Speed).  ``self.model`` is then that copy.
 
     Every call that reads or changes the state (:meth:`set_image`, :meth:`add_click`, :meth:`undo`,
