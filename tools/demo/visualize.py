@@ -113,7 +113,8 @@ def build_parser():
     parser.add_argument("--no-flip", action="store_true",
                         help="disable the flip averaging (default: TEST.NOC.FLIP of the config)")
     parser.add_argument("--int8", action="store_true",
-                        help="CPU: predict with int8 dynamically quantised linear layers (faster; see the README)")
+                        help="CPU: predict with int8 dynamically quantised linear layers (faster on some CPUs; see "
+                             "the README)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser
 

@@ -584,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flip", action="store_true",
                         help="no horizontal-flip averaging (default: TEST.NOC.FLIP of the config)")
     parser.add_argument("--int8", action="store_true",
-                        help="CPU: predict with int8 dynamically quantised linear layers (faster; see the README)")
+                        help="CPU: predict with int8 dynamically quantised linear layers (faster on some CPUs; see "
+                             "the README)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="CUDA: replay the network from CUDA graphs (each image size recorded at its second "
                              "click; see the README)")
